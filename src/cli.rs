@@ -1,0 +1,200 @@
+//! Command-line definitions (clap) and the commands they run.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::engine::{self, ProgressMode, RunOptions};
+use crate::exit_code;
+use crate::report::{self, Summary};
+use crate::scenario::Plan;
+use crate::target::{self, DemoTarget, ServiceTime};
+
+const LATENCY_HELP: &str = "\
+Latency columns:
+  client    time the client waited for a successful response. Open model
+            (arrival rate): from the request's intended start on the
+            schedule, so a stalled server cannot hide its stall by slowing
+            the generator (coordinated omission). Closed model (fixed users):
+            from the actual send, with no correction.
+  server    apiCost.duration reported by the server, converted from seconds.
+  overhead  client time from the actual send minus server time: network,
+            queueing, proxies, TLS and serialisation. It can be negative.
+Errors are counted by kind and their latency is kept apart from the
+successful requests.
+
+Exit codes: 0 run complete and checks passed; 1 a [checks] limit failed;
+2 invalid scenario, credentials or flags; 3 target unreachable or first
+login failed; 130 interrupted (reports are still written, marked partial).";
+
+/// Load testing and latency benchmarking for JWT-authenticated JSON APIs,
+/// with client and server latency side by side.
+#[derive(Debug, Parser)]
+#[command(name = "parallax", version, after_long_help = LATENCY_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario and write its reports.
+    #[command(after_long_help = LATENCY_HELP)]
+    Run(RunArgs),
+    /// Check a scenario file without sending any request.
+    Validate {
+        /// The scenario TOML file.
+        scenario: PathBuf,
+    },
+    /// Serve the embedded demo target until Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The scenario TOML file (see docs/scenarios.md).
+    pub scenario: PathBuf,
+    /// Write the reports into this folder instead of <output.dir>/<scenario>-<UTC timestamp>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Send the load to this base URL instead of the scenario's target.base_url.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Show no progress while running; the summary is still printed.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Seed of the random request mix.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Loopback address to bind.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+    /// Service time of every endpoint, in milliseconds (constant).
+    #[arg(long, value_name = "MS", default_value_t = 2.0)]
+    pub service_time_ms: f64,
+    /// Lifetime of issued tokens, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub token_lifetime_s: u64,
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub async fn execute(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Validate { scenario } => match Plan::load(&scenario) {
+            Ok(plan) => {
+                println!(
+                    "{}: valid · {} model, {} users, {:.1} s, {} request kinds",
+                    scenario.display(),
+                    plan.load.name(),
+                    plan.load.users(),
+                    plan.load.duration().as_secs_f64(),
+                    plan.requests.len()
+                );
+                exit_code::OK
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                exit_code::BAD_INPUT
+            }
+        },
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> i32 {
+    let plan = match Plan::load(&args.scenario) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code::BAD_INPUT;
+        }
+    };
+    if let Some(url) = &args.target {
+        if let Err(message) = check_target_flag(url) {
+            eprintln!("error: {message}");
+            return exit_code::BAD_INPUT;
+        }
+    }
+    let options = RunOptions {
+        target_override: args.target.clone(),
+        progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
+        handle_signals: true,
+        seed: args.seed,
+        ..RunOptions::default()
+    };
+    let result = match engine::run(plan, options).await {
+        Ok(result) => result,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code::SETUP_FAILED;
+        }
+    };
+    let summary = Summary::new(&result);
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| report::default_report_dir(&result.plan.output_dir, &result.plan.name, result.started_at));
+    let written = report::write_all(&result, &summary, &dir).with_context(|| format!("writing the reports to {}", dir.display()));
+    report::print_summary(&summary, Some(&dir));
+    if let Err(error) = written {
+        eprintln!("error: {error:#}");
+        return exit_code::SETUP_FAILED;
+    }
+    if result.is_partial() {
+        exit_code::INTERRUPTED
+    } else if !summary.checks_passed() {
+        exit_code::CHECKS_FAILED
+    } else {
+        exit_code::OK
+    }
+}
+
+fn check_target_flag(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| format!("--target {url:?} is not a valid URL ({error}); write it like http://127.0.0.1:8080"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(format!("--target {url:?} must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080"));
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> i32 {
+    if !args.bind.is_loopback() {
+        eprintln!("error: --bind {} is not a loopback address; the demo target only listens on 127.0.0.0/8 or ::1", args.bind);
+        return exit_code::BAD_INPUT;
+    }
+    let service_time = ServiceTime::Constant { ms: args.service_time_ms };
+    if let Err(problem) = service_time.validate() {
+        eprintln!("error: --service-time-ms: {problem}");
+        return exit_code::BAD_INPUT;
+    }
+    if args.token_lifetime_s == 0 {
+        eprintln!("error: --token-lifetime-s must be at least 1");
+        return exit_code::BAD_INPUT;
+    }
+    let mut config = target::Config { token_lifetime: Duration::from_secs(args.token_lifetime_s), ..target::Config::default() };
+    config.service_times.set_all(service_time);
+    let users = config.users;
+    let target = match DemoTarget::start(config, SocketAddr::new(args.bind, args.port)).await {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("error: cannot listen on {}:{}: {error}. Pick another --port, or 0 for a free one.", args.bind, args.port);
+            return exit_code::SETUP_FAILED;
+        }
+    };
+    println!("listening on {}", target.base_url());
+    println!("demo users: user1@demo.test … user{users}@demo.test, password demo-pass-<N>; Ctrl-C stops");
+    let _ = tokio::signal::ctrl_c().await;
+    target.stop().await;
+    exit_code::OK
+}

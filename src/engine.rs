@@ -1,0 +1,518 @@
+//! The engine: starts the target if embedded, logs users in, drives the load
+//! model, collects interval snapshots and returns a [`RunResult`].
+//!
+//! The run ends in one of three ways. (1) The load finishes: closed-model users
+//! stop at the deadline after their current request; open-model users serve
+//! the queued arrivals. Either way in-flight requests get the request timeout
+//! plus one second to finish. (2) A first interrupt (Ctrl-C, SIGTERM or
+//! [`RunOptions::interrupt`]): no new request starts and in-flight ones get
+//! [`INTERRUPT_GRACE`]. (3) A second interrupt: in-flight requests are
+//! abandoned at once and counted as cancelled. Arrivals still queued at the
+//! end are counted as not sent.
+
+use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::load::LoadModel;
+use crate::metrics::{LoginReason, NotSentReason, Outcome, Percentiles, Recorder, Sample, ServerTime, StatsSet};
+use crate::scenario::{Plan, TargetPlan};
+use crate::target::DemoTarget;
+use crate::user::{Arrival, LoginFailure, Shared, VirtualUser};
+
+/// How long in-flight requests may finish after a first interrupt.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+/// Length of one interval snapshot.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// How many users log in at the same time before an open-model run starts.
+const LOGIN_CONCURRENCY: usize = 64;
+const RECORDER_SHARDS: usize = 16;
+
+/// A failure that prevents the run from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot start the embedded target on 127.0.0.1: {0}")]
+    EmbeddedTarget(std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("cannot reach the target at {url}: {detail}. Check that the server is running and that target.base_url (or --target) is right.")]
+    Unreachable { url: String, detail: String },
+    #[error("the first login ({username} at {url}) failed: {detail}. Check the credentials and the [login] settings: path, username_field, password_field, token_pointer.")]
+    LoginRejected { username: String, url: String, detail: String },
+}
+
+/// How progress is shown while the run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// An indicatif bar on stderr: for terminals.
+    Bar,
+    /// A plain line on stderr every few seconds: for CI logs.
+    Lines,
+    /// Nothing: for tests and `--quiet`.
+    Quiet,
+}
+
+impl ProgressMode {
+    /// A bar on a terminal, lines otherwise.
+    pub fn detect() -> Self {
+        if std::io::stderr().is_terminal() {
+            ProgressMode::Bar
+        } else {
+            ProgressMode::Lines
+        }
+    }
+}
+
+/// Settings of one run that do not come from the scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Replaces the scenario's target with this base URL.
+    pub target_override: Option<String>,
+    pub progress: ProgressMode,
+    /// Cancelling it acts like a first Ctrl-C.
+    pub interrupt: CancellationToken,
+    /// Listen for Ctrl-C and SIGTERM.
+    pub handle_signals: bool,
+    /// Seed of the request mix; the same seed picks the same requests.
+    pub seed: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            target_override: None,
+            progress: ProgressMode::Quiet,
+            interrupt: CancellationToken::new(),
+            handle_signals: false,
+            seed: 1,
+        }
+    }
+}
+
+/// An endpoint as shown in reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// A few figures of one endpoint over one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IntervalRow {
+    /// Requests sent whose outcome came in this interval.
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub not_sent: u64,
+    pub client: Percentiles,
+    pub server: Percentiles,
+    pub overhead: Percentiles,
+}
+
+impl IntervalRow {
+    fn of(stats: &crate::metrics::EndpointStats) -> Self {
+        IntervalRow {
+            requests: stats.outcomes.sent(),
+            ok: stats.outcomes.ok,
+            errors: stats.outcomes.errors(),
+            not_sent: stats.outcomes.not_sent(),
+            client: Percentiles::of(&stats.client_ok),
+            server: Percentiles::of(&stats.server_ok),
+            overhead: Percentiles::of_signed(&stats.overhead),
+        }
+    }
+}
+
+/// One interval of the run: its span since the start, in seconds, and its rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalSnapshot {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub endpoints: Vec<IntervalRow>,
+    pub all: IntervalRow,
+}
+
+/// Everything a finished (or cut short) run produced.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub plan: Plan,
+    pub base_url: String,
+    pub endpoints: Vec<EndpointInfo>,
+    pub totals: StatsSet,
+    pub intervals: Vec<IntervalSnapshot>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// From the start of the load to the last outcome.
+    pub elapsed: Duration,
+    /// Why the run was cut short; `None` for a complete run.
+    pub partial_reason: Option<String>,
+}
+
+impl RunResult {
+    pub fn is_partial(&self) -> bool {
+        self.partial_reason.is_some()
+    }
+}
+
+/// Runs a plan to the end and returns what was measured.
+pub async fn run(plan: Plan, options: RunOptions) -> Result<RunResult, SetupError> {
+    let (base_url, embedded) = start_target(&plan, &options).await?;
+    let result = run_against(plan, &options, &base_url).await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    result
+}
+
+async fn start_target(plan: &Plan, options: &RunOptions) -> Result<(String, Option<DemoTarget>), SetupError> {
+    if let Some(url) = &options.target_override {
+        return Ok((url.trim_end_matches('/').to_string(), None));
+    }
+    match &plan.target {
+        TargetPlan::Url(url) => Ok((url.clone(), None)),
+        TargetPlan::Embedded(config) => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let target = DemoTarget::start(config.clone(), addr).await.map_err(SetupError::EmbeddedTarget)?;
+            Ok((target.base_url(), Some(target)))
+        }
+    }
+}
+
+pub fn endpoint_list(plan: &Plan) -> Vec<EndpointInfo> {
+    let login = EndpointInfo { name: "login".into(), method: "POST".into(), path: plan.login.path.clone() };
+    let requests = plan.requests.iter().map(|request| EndpointInfo {
+        name: request.name.clone(),
+        method: request.method.to_string(),
+        path: request.path.clone(),
+    });
+    std::iter::once(login).chain(requests).collect()
+}
+
+fn build_client(plan: &Plan) -> Result<reqwest::Client, SetupError> {
+    reqwest::Client::builder()
+        // A load test measures the target itself, never a proxy picked up from the environment.
+        .no_proxy()
+        .timeout(plan.request_timeout)
+        .connect_timeout(plan.connect_timeout)
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true)
+        .user_agent(concat!("parallax/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| SetupError::Client(crate::user::describe_error(error)))
+}
+
+async fn run_against(plan: Plan, options: &RunOptions, base_url: &str) -> Result<RunResult, SetupError> {
+    let endpoints = endpoint_list(&plan);
+    let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
+    let shared = Arc::new(Shared::new(&plan, base_url, build_client(&plan)?, Arc::clone(&recorder)));
+    let mut users: Vec<VirtualUser> =
+        (0..plan.load.users()).map(|id| VirtualUser::new(id, Arc::clone(&shared), options.seed)).collect();
+
+    // The first user's login doubles as the check that the target is up and
+    // the login settings work; its token is kept, so it counts as that user's login.
+    let first = &mut users[0];
+    if let Err(failure) = first.login(LoginReason::Initial).await {
+        return Err(setup_error(failure, first.username(), base_url, &plan.login.path));
+    }
+    if options.handle_signals {
+        spawn_signal_listener(options.interrupt.clone(), shared.abort.clone());
+    }
+    if let LoadModel::Open { .. } = plan.load {
+        let rest = users.split_off(1);
+        users.extend(log_in_all(rest).await);
+    }
+
+    let start = Instant::now();
+    let started_at = chrono::Utc::now();
+    let collector_done = CancellationToken::new();
+    let collector = tokio::spawn(collect(
+        Arc::clone(&recorder),
+        endpoints.len(),
+        start,
+        plan.load.duration(),
+        options.progress,
+        collector_done.clone(),
+    ));
+
+    let end_of_load = start + plan.load.duration();
+    let mut tasks = JoinSet::new();
+    let mut queue = None;
+    match &plan.load {
+        LoadModel::Closed { users: count, pacing, ramp_up, .. } => {
+            for (index, user) in users.into_iter().enumerate() {
+                let delay = ramp_up.mul_f64(index as f64 / *count as f64);
+                tasks.spawn(user.run_closed(delay, end_of_load, *pacing));
+            }
+        }
+        LoadModel::Open { schedule, .. } => {
+            let (sender, receiver) = async_channel::unbounded();
+            for user in users {
+                tasks.spawn(user.run_open(receiver.clone()));
+            }
+            let schedule = schedule.clone();
+            let scheduler_shared = Arc::clone(&shared);
+            let seed = options.seed;
+            tokio::spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(seed);
+                for offset in schedule.arrivals() {
+                    let intended = start + offset;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(intended.into()) => {}
+                        _ = scheduler_shared.stop.cancelled() => break,
+                    }
+                    let request = scheduler_shared.pick_request(&mut rng);
+                    if sender.send(Arrival { intended, request }).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping the sender closes the queue: users exit once it is empty.
+            });
+            queue = Some(receiver);
+        }
+    }
+
+    let partial_reason = wait_for_users(&mut tasks, &shared, &plan, end_of_load, &options.interrupt).await;
+
+    if let Some(queue) = queue {
+        // Arrivals nobody picked up before the end were intended but never sent.
+        while let Ok(arrival) = queue.try_recv() {
+            let sample = Sample {
+                endpoint: arrival.request + 1,
+                outcome: Outcome::NotSent(NotSentReason::RunStopped),
+                response_time_us: 0,
+                service_time_us: 0,
+                server_time: ServerTime::Missing,
+            };
+            recorder.record(0, &sample);
+        }
+    }
+    let elapsed = start.elapsed();
+    collector_done.cancel();
+    let (totals, intervals) = collector.await.expect("the collector task does not panic");
+
+    Ok(RunResult {
+        plan,
+        base_url: base_url.to_string(),
+        endpoints,
+        totals,
+        intervals,
+        started_at,
+        elapsed,
+        partial_reason,
+    })
+}
+
+fn setup_error(failure: LoginFailure, username: &str, base_url: &str, login_path: &str) -> SetupError {
+    let url = format!("{base_url}{login_path}");
+    match failure.outcome {
+        Outcome::ConnectError | Outcome::Timeout => SetupError::Unreachable { url, detail: failure.detail },
+        _ => SetupError::LoginRejected { username: username.to_string(), url, detail: failure.detail },
+    }
+}
+
+/// Logs the pool of open-model users in before the schedule starts, at
+/// most [`LOGIN_CONCURRENCY`] at a time so the start does not storm the login
+/// endpoint. Failures are recorded; such users retry with backoff when they get work.
+async fn log_in_all(users: Vec<VirtualUser>) -> Vec<VirtualUser> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(LOGIN_CONCURRENCY));
+    let mut logins = JoinSet::new();
+    for mut user in users {
+        let permits = Arc::clone(&permits);
+        logins.spawn(async move {
+            let _permit = permits.acquire().await.expect("the semaphore is never closed");
+            let _ = user.login(LoginReason::Initial).await;
+            user
+        });
+    }
+    let mut ready = Vec::new();
+    while let Some(joined) = logins.join_next().await {
+        ready.push(joined.expect("a login task does not panic"));
+    }
+    ready
+}
+
+/// Waits for every user task, applying the end-of-run rules listed in the
+/// module documentation. Returns the reason the run was cut short, if any.
+async fn wait_for_users(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    plan: &Plan,
+    end_of_load: Instant,
+    interrupt: &CancellationToken,
+) -> Option<String> {
+    let mut partial_reason = None;
+    let mut drain_deadline = end_of_load + plan.request_timeout + Duration::from_secs(1);
+    let closed = matches!(plan.load, LoadModel::Closed { .. });
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if joined.is_none() {
+                    return partial_reason;
+                }
+            }
+            // Closed model: wake users sleeping in pacing or login backoff.
+            _ = tokio::time::sleep_until(end_of_load.into()), if closed && !shared.stop.is_cancelled() => {
+                shared.stop.cancel();
+            }
+            _ = interrupt.cancelled(), if partial_reason.is_none() => {
+                partial_reason = Some("interrupted (Ctrl-C or SIGTERM)".to_string());
+                shared.stop.cancel();
+                drain_deadline = drain_deadline.min(Instant::now() + INTERRUPT_GRACE);
+            }
+            _ = tokio::time::sleep_until(drain_deadline.into()), if !shared.abort.is_cancelled() => {
+                shared.stop.cancel();
+                shared.abort.cancel();
+            }
+        }
+    }
+}
+
+fn spawn_signal_listener(interrupt: CancellationToken, abort: CancellationToken) {
+    tokio::spawn(async move {
+        let mut signals = 0;
+        loop {
+            if !wait_for_signal().await {
+                return;
+            }
+            signals += 1;
+            if signals == 1 {
+                eprintln!("\ninterrupted: stopping new requests, letting in-flight ones finish for up to {} s (interrupt again to stop at once)", INTERRUPT_GRACE.as_secs());
+                interrupt.cancel();
+            } else {
+                eprintln!("interrupted again: abandoning in-flight requests and writing the reports");
+                interrupt.cancel();
+                abort.cancel();
+                return;
+            }
+        }
+    });
+}
+
+/// Waits for Ctrl-C or SIGTERM; returns false if signals cannot be watched.
+async fn wait_for_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.is_ok(),
+            received = terminate.recv() => received.is_some(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
+}
+
+/// Drains the recorder once per interval into snapshots and totals, and
+/// shows progress. Returns the totals and the snapshots when `done` fires.
+async fn collect(
+    recorder: Arc<Recorder>,
+    endpoint_count: usize,
+    start: Instant,
+    planned: Duration,
+    progress: ProgressMode,
+    done: CancellationToken,
+) -> (StatsSet, Vec<IntervalSnapshot>) {
+    let mut totals = StatsSet::new(endpoint_count);
+    let mut interval = StatsSet::new(endpoint_count);
+    let mut snapshots = Vec::new();
+    let mut display = Progress::new(progress, planned);
+    let mut ticker = tokio::time::interval_at((start + INTERVAL).into(), INTERVAL);
+    let mut interval_start = start;
+    loop {
+        let finished = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = done.cancelled() => true,
+        };
+        let now = Instant::now();
+        recorder.drain_into(&mut interval);
+        // The last interval is usually shorter than the others; its real length is kept.
+        let snapshot = IntervalSnapshot {
+            start_s: (interval_start - start).as_secs_f64(),
+            end_s: (now - start).as_secs_f64(),
+            endpoints: interval.endpoints.iter().map(IntervalRow::of).collect(),
+            all: IntervalRow::of(&interval.combined()),
+        };
+        totals.merge(&interval);
+        interval.reset();
+        interval_start = now;
+        display.update(&snapshot, &totals, now - start);
+        if snapshot.end_s > snapshot.start_s || snapshot.all.requests + snapshot.all.not_sent > 0 {
+            snapshots.push(snapshot);
+        }
+        if finished {
+            display.finish();
+            return (totals, snapshots);
+        }
+    }
+}
+
+/// The live display: an indicatif bar on a terminal, periodic lines otherwise.
+struct Progress {
+    mode: ProgressMode,
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Instant,
+    line_every: Duration,
+}
+
+impl Progress {
+    fn new(mode: ProgressMode, planned: Duration) -> Self {
+        let bar = (mode == ProgressMode::Bar).then(|| {
+            let bar = indicatif::ProgressBar::new(planned.as_secs().max(1));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} s  {msg}")
+                    .expect("the progress template is valid")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        // Non-TTY logs get about twenty lines per run, at most one per second.
+        let line_every = Duration::from_secs((planned.as_secs() / 20).clamp(1, 30));
+        Progress { mode, bar, last_line: Instant::now(), line_every }
+    }
+
+    fn update(&mut self, snapshot: &IntervalSnapshot, totals: &StatsSet, elapsed: Duration) {
+        let length_s = (snapshot.end_s - snapshot.start_s).max(1e-3);
+        let rate = snapshot.all.requests as f64 / length_s;
+        let p99 = snapshot.all.client.p99_ms.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
+        let all = totals.combined();
+        let errors = all.outcomes.errors();
+        let sent = all.outcomes.sent().max(1);
+        let message = format!(
+            "{rate:.0} req/s  p99 {p99}  errors {errors} ({:.1}%)  logins {}",
+            errors as f64 * 100.0 / sent as f64,
+            totals.logins.attempts()
+        );
+        match self.mode {
+            ProgressMode::Bar => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(elapsed.as_secs());
+                    bar.set_message(message);
+                }
+            }
+            ProgressMode::Lines => {
+                if self.last_line.elapsed() + INTERVAL / 2 >= self.line_every {
+                    eprintln!("[{:>5.0} s] {message}", elapsed.as_secs_f64());
+                    self.last_line = Instant::now();
+                }
+            }
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! parallax: a load-testing and latency benchmarking harness for HTTP APIs
+//! that log users in with a JWT and report their own processing time in the
+//! response body.
+//!
+//! Every request is seen from two sides: the latency the client observed and
+//! the latency the server reports in `apiCost.duration`. The pipeline is
+//! `scenario` (TOML, validated into a [`scenario::Plan`]) → `engine` (virtual
+//! users from `user`, driven by `load`) → `metrics` (HDR histograms merged per
+//! interval) → `report` (console, JSON, CSV, PNG).
+
+pub mod api;
+pub mod cli;
+pub mod engine;
+pub mod load;
+pub mod metrics;
+pub mod report;
+pub mod scenario;
+pub mod secret;
+pub mod target;
+pub mod user;
+
+/// Exit codes of the `parallax` binary, documented in the README.
+pub mod exit_code {
+    /// The run finished and every report was written.
+    pub const OK: i32 = 0;
+    /// The run finished but requests failed above the scenario's allowed error rate.
+    pub const CHECKS_FAILED: i32 = 1;
+    /// The scenario, a credentials file or a command-line flag is invalid.
+    pub const BAD_INPUT: i32 = 2;
+    /// The run could not start: the target is unreachable or login failed for every user.
+    pub const SETUP_FAILED: i32 = 3;
+    /// The run was interrupted (Ctrl-C or SIGTERM); the reports are marked partial.
+    pub const INTERRUPTED: i32 = 130;
+}

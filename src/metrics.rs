@@ -1,0 +1,609 @@
+//! Samples, outcome kinds and the HDR histograms they are recorded into.
+//!
+//! Units: every histogram records **microseconds**, from 0 to one hour, with
+//! three significant digits. A value above one hour is recorded as one hour
+//! and counted in [`EndpointStats::clamped`]. Reports convert to milliseconds.
+//!
+//! Recording is sharded: each virtual user writes into one of a few
+//! mutex-guarded [`Shard`]s, and the collector merges the shards once per
+//! interval into the interval snapshot and the run totals. A lock per request
+//! is uncontended in practice because users are spread over the shards.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Largest value a histogram records, in microseconds (one hour).
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// How one intended request ended. Every request the plan intended ends in
+/// exactly one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx response whose envelope does not say `success: false`.
+    Ok,
+    /// A response with a non-2xx HTTP status (after one retry on 401).
+    HttpError(u16),
+    /// A 2xx response whose envelope says `success: false`.
+    AppError,
+    /// No complete response within the request timeout.
+    Timeout,
+    /// The TCP or TLS connection could not be established.
+    ConnectError,
+    /// Any other transport failure: reset connection, truncated body, protocol error.
+    TransportError,
+    /// The request was sent, but the run was aborted before its response came.
+    Cancelled,
+    /// The request was never sent.
+    NotSent(NotSentReason),
+}
+
+impl Outcome {
+    pub fn is_ok(self) -> bool {
+        self == Outcome::Ok
+    }
+}
+
+/// Why an intended request was never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSentReason {
+    /// The run ended or was interrupted before the request could start.
+    RunStopped,
+    /// The virtual user had no valid token because its login failed.
+    LoginFailed,
+}
+
+/// The server-reported processing time of one response, as parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTime {
+    /// Reported and valid, converted to microseconds.
+    Reported(u64),
+    /// The field was absent, null, not a number, negative, or the body was not JSON.
+    Missing,
+}
+
+/// One finished (or never sent) request, as the user loop hands it to the recorder.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub endpoint: usize,
+    pub outcome: Outcome,
+    /// Client latency in microseconds. In the open model it runs from the
+    /// request's intended start on the schedule; in the closed model from the
+    /// actual send. Zero for requests never sent.
+    pub response_time_us: u64,
+    /// Client latency from the actual send to the end of the body, in microseconds.
+    pub service_time_us: u64,
+    pub server_time: ServerTime,
+}
+
+/// Counts of outcomes for one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    pub ok: u64,
+    /// HTTP errors by status code.
+    pub http_error: BTreeMap<u16, u64>,
+    pub app_error: u64,
+    pub timeout: u64,
+    pub connect_error: u64,
+    pub transport_error: u64,
+    pub cancelled: u64,
+    pub not_sent_run_stopped: u64,
+    pub not_sent_login_failed: u64,
+}
+
+impl OutcomeCounts {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::HttpError(status) => *self.http_error.entry(status).or_default() += 1,
+            Outcome::AppError => self.app_error += 1,
+            Outcome::Timeout => self.timeout += 1,
+            Outcome::ConnectError => self.connect_error += 1,
+            Outcome::TransportError => self.transport_error += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::NotSent(NotSentReason::RunStopped) => self.not_sent_run_stopped += 1,
+            Outcome::NotSent(NotSentReason::LoginFailed) => self.not_sent_login_failed += 1,
+        }
+    }
+
+    pub fn http_errors(&self) -> u64 {
+        self.http_error.values().sum()
+    }
+
+    pub fn not_sent(&self) -> u64 {
+        self.not_sent_run_stopped + self.not_sent_login_failed
+    }
+
+    /// Requests that were sent and did not succeed.
+    pub fn errors(&self) -> u64 {
+        self.http_errors() + self.app_error + self.timeout + self.connect_error + self.transport_error
+    }
+
+    /// Requests that were sent, whatever their outcome.
+    pub fn sent(&self) -> u64 {
+        self.ok + self.errors() + self.cancelled
+    }
+
+    /// Every intended request: sent plus never sent.
+    pub fn total(&self) -> u64 {
+        self.sent() + self.not_sent()
+    }
+
+    fn merge(&mut self, other: &OutcomeCounts) {
+        self.ok += other.ok;
+        for (status, count) in &other.http_error {
+            *self.http_error.entry(*status).or_default() += count;
+        }
+        self.app_error += other.app_error;
+        self.timeout += other.timeout;
+        self.connect_error += other.connect_error;
+        self.transport_error += other.transport_error;
+        self.cancelled += other.cancelled;
+        self.not_sent_run_stopped += other.not_sent_run_stopped;
+        self.not_sent_login_failed += other.not_sent_login_failed;
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Auto-resizing keeps idle histograms small: a histogram covering the
+    // full hour at 3 digits takes about 180 KiB. Callers clamp to one hour.
+    Histogram::new(SIGNIFICANT_DIGITS).expect("3 significant digits is a valid histogram setting")
+}
+
+/// Records one value, growing the histogram when needed. `saturating_record`
+/// would clamp to the current (auto-resizing) upper bound instead of growing.
+fn record_value(histogram: &mut Histogram<u64>, value_us: u64) {
+    if histogram.record(value_us).is_err() {
+        histogram.saturating_record(value_us);
+    }
+}
+
+/// A histogram of values that can be negative (the overhead, client minus
+/// server). Negative values are kept as magnitudes in their own histogram, so
+/// they are counted and take part in the percentiles instead of being dropped.
+#[derive(Debug, Clone)]
+pub struct SignedHistogram {
+    positive: Histogram<u64>,
+    negative: Histogram<u64>,
+}
+
+impl Default for SignedHistogram {
+    fn default() -> Self {
+        SignedHistogram { positive: new_histogram(), negative: new_histogram() }
+    }
+}
+
+impl SignedHistogram {
+    pub fn record(&mut self, value_us: i64) {
+        let magnitude = value_us.unsigned_abs().min(MAX_LATENCY_US);
+        let histogram = if value_us < 0 { &mut self.negative } else { &mut self.positive };
+        record_value(histogram, magnitude);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.positive.len() + self.negative.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn negative_count(&self) -> u64 {
+        self.negative.len()
+    }
+
+    /// Returns the value at quantile `q` (0..=1) of all values, negative ones included.
+    pub fn value_at_quantile(&self, q: f64) -> Option<i64> {
+        let total = self.len();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let negatives = self.negative.len();
+        if rank <= negatives {
+            // The rank-th smallest signed value is the (negatives - rank + 1)-th
+            // smallest magnitude among the negative values.
+            let magnitude_rank = negatives - rank + 1;
+            let magnitude = self.negative.value_at_quantile(magnitude_rank as f64 / negatives as f64);
+            Some(-(magnitude as i64))
+        } else {
+            let positives = self.positive.len();
+            let value = self.positive.value_at_quantile((rank - negatives) as f64 / positives as f64);
+            Some(value as i64)
+        }
+    }
+
+    pub fn min(&self) -> Option<i64> {
+        self.value_at_quantile(0.0)
+    }
+
+    pub fn max(&self) -> Option<i64> {
+        self.value_at_quantile(1.0)
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        if self.is_empty() {
+            return None;
+        }
+        let sum = self.positive.mean() * self.positive.len() as f64
+            - self.negative.mean() * self.negative.len() as f64;
+        Some(sum / self.len() as f64)
+    }
+
+    fn merge(&mut self, other: &SignedHistogram) {
+        add_histogram(&mut self.positive, &other.positive);
+        add_histogram(&mut self.negative, &other.negative);
+    }
+
+    fn reset(&mut self) {
+        self.positive.reset();
+        self.negative.reset();
+    }
+}
+
+fn add_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    into.add(from).expect("auto-resizing histograms with equal precision always merge");
+}
+
+/// Everything recorded for one endpoint over some span of time. Mergeable:
+/// shards, intervals and run totals are all built from it.
+#[derive(Debug, Clone)]
+pub struct EndpointStats {
+    pub outcomes: OutcomeCounts,
+    /// Client latency of successful requests (see [`Sample::response_time_us`]).
+    pub client_ok: Histogram<u64>,
+    /// Client latency from the actual send, successful requests only.
+    pub service_ok: Histogram<u64>,
+    /// Client latency of failed requests that were sent, kept apart from `client_ok`.
+    pub client_error: Histogram<u64>,
+    /// Server-reported time of successful requests.
+    pub server_ok: Histogram<u64>,
+    /// Server-reported time of failed requests that carried one.
+    pub server_error: Histogram<u64>,
+    /// Client service time minus server time, successful requests with a server time.
+    pub overhead: SignedHistogram,
+    /// Sent requests whose response carried no usable server time.
+    pub server_time_missing: u64,
+    /// Values above one hour, recorded as one hour.
+    pub clamped: u64,
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        EndpointStats {
+            outcomes: OutcomeCounts::default(),
+            client_ok: new_histogram(),
+            service_ok: new_histogram(),
+            client_error: new_histogram(),
+            server_ok: new_histogram(),
+            server_error: new_histogram(),
+            overhead: SignedHistogram::default(),
+            server_time_missing: 0,
+            clamped: 0,
+        }
+    }
+}
+
+impl EndpointStats {
+    pub fn record(&mut self, sample: &Sample) {
+        self.outcomes.count(sample.outcome);
+        if matches!(sample.outcome, Outcome::NotSent(_) | Outcome::Cancelled) {
+            // Nothing was measured: a cancelled request has no response to time.
+            return;
+        }
+        let response = self.clamp(sample.response_time_us);
+        let service = self.clamp(sample.service_time_us);
+        let server = match sample.server_time {
+            ServerTime::Reported(us) => Some(self.clamp(us)),
+            ServerTime::Missing => {
+                self.server_time_missing += 1;
+                None
+            }
+        };
+        if sample.outcome.is_ok() {
+            record_value(&mut self.client_ok, response);
+            record_value(&mut self.service_ok, service);
+            if let Some(server) = server {
+                record_value(&mut self.server_ok, server);
+                self.overhead.record(service as i64 - server as i64);
+            }
+        } else {
+            record_value(&mut self.client_error, response);
+            if let Some(server) = server {
+                record_value(&mut self.server_error, server);
+            }
+        }
+    }
+
+    fn clamp(&mut self, value_us: u64) -> u64 {
+        if value_us > MAX_LATENCY_US {
+            self.clamped += 1;
+            MAX_LATENCY_US
+        } else {
+            value_us
+        }
+    }
+
+    pub fn merge(&mut self, other: &EndpointStats) {
+        self.outcomes.merge(&other.outcomes);
+        add_histogram(&mut self.client_ok, &other.client_ok);
+        add_histogram(&mut self.service_ok, &other.service_ok);
+        add_histogram(&mut self.client_error, &other.client_error);
+        add_histogram(&mut self.server_ok, &other.server_ok);
+        add_histogram(&mut self.server_error, &other.server_error);
+        self.overhead.merge(&other.overhead);
+        self.server_time_missing += other.server_time_missing;
+        self.clamped += other.clamped;
+    }
+
+    /// Clears every count but keeps the histograms' memory for reuse.
+    pub fn reset(&mut self) {
+        self.outcomes = OutcomeCounts::default();
+        self.client_ok.reset();
+        self.service_ok.reset();
+        self.client_error.reset();
+        self.server_ok.reset();
+        self.server_error.reset();
+        self.overhead.reset();
+        self.server_time_missing = 0;
+        self.clamped = 0;
+    }
+}
+
+/// Login attempts, counted apart from the login endpoint's latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LoginCounts {
+    /// First logins, one per virtual user that got a token.
+    pub initial: u64,
+    /// Logins because the token was about to expire (from its `exp` claim).
+    pub refresh_before_expiry: u64,
+    /// Logins because a request came back 401.
+    pub after_unauthorized: u64,
+    /// Attempts that did not yield a token.
+    pub failed: u64,
+}
+
+impl LoginCounts {
+    pub fn relogins(&self) -> u64 {
+        self.refresh_before_expiry + self.after_unauthorized
+    }
+
+    pub fn attempts(&self) -> u64 {
+        self.initial + self.relogins() + self.failed
+    }
+
+    fn merge(&mut self, other: &LoginCounts) {
+        self.initial += other.initial;
+        self.refresh_before_expiry += other.refresh_before_expiry;
+        self.after_unauthorized += other.after_unauthorized;
+        self.failed += other.failed;
+    }
+}
+
+/// Why a virtual user logged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginReason {
+    Initial,
+    RefreshBeforeExpiry,
+    AfterUnauthorized,
+}
+
+/// The stats of every endpoint plus login counts: what one shard, one
+/// interval or the whole run holds.
+#[derive(Debug, Clone)]
+pub struct StatsSet {
+    pub endpoints: Vec<EndpointStats>,
+    pub logins: LoginCounts,
+}
+
+impl StatsSet {
+    pub fn new(endpoint_count: usize) -> Self {
+        StatsSet {
+            endpoints: (0..endpoint_count).map(|_| EndpointStats::default()).collect(),
+            logins: LoginCounts::default(),
+        }
+    }
+
+    pub fn record(&mut self, sample: &Sample) {
+        self.endpoints[sample.endpoint].record(sample);
+    }
+
+    pub fn record_login(&mut self, reason: LoginReason, succeeded: bool) {
+        match (succeeded, reason) {
+            (false, _) => self.logins.failed += 1,
+            (true, LoginReason::Initial) => self.logins.initial += 1,
+            (true, LoginReason::RefreshBeforeExpiry) => self.logins.refresh_before_expiry += 1,
+            (true, LoginReason::AfterUnauthorized) => self.logins.after_unauthorized += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &StatsSet) {
+        for (into, from) in self.endpoints.iter_mut().zip(&other.endpoints) {
+            into.merge(from);
+        }
+        self.logins.merge(&other.logins);
+    }
+
+    pub fn reset(&mut self) {
+        self.endpoints.iter_mut().for_each(EndpointStats::reset);
+        self.logins = LoginCounts::default();
+    }
+
+    /// Merges every endpoint into one, for the "all endpoints" rows.
+    pub fn combined(&self) -> EndpointStats {
+        let mut all = EndpointStats::default();
+        for endpoint in &self.endpoints {
+            all.merge(endpoint);
+        }
+        all
+    }
+}
+
+/// The sharded recorder that virtual users write into.
+pub struct Recorder {
+    shards: Vec<Mutex<StatsSet>>,
+}
+
+impl Recorder {
+    pub fn new(endpoint_count: usize, shard_count: usize) -> Self {
+        let shards = (0..shard_count.max(1)).map(|_| Mutex::new(StatsSet::new(endpoint_count))).collect();
+        Recorder { shards }
+    }
+
+    fn shard(&self, user: usize) -> std::sync::MutexGuard<'_, StatsSet> {
+        let shard = &self.shards[user % self.shards.len()];
+        // A poisoned shard only means a panic elsewhere; its counts are still valid.
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn record(&self, user: usize, sample: &Sample) {
+        self.shard(user).record(sample);
+    }
+
+    pub fn record_login(&self, user: usize, reason: LoginReason, succeeded: bool) {
+        self.shard(user).record_login(reason, succeeded);
+    }
+
+    /// Moves everything recorded since the last drain into `into` and clears the shards.
+    pub fn drain_into(&self, into: &mut StatsSet) {
+        for index in 0..self.shards.len() {
+            let mut shard = self.shard(index);
+            into.merge(&shard);
+            shard.reset();
+        }
+    }
+}
+
+/// Percentiles of one histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub min_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p99_9_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+pub fn us_to_ms(us: f64) -> f64 {
+    us / 1000.0
+}
+
+impl Percentiles {
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Percentiles::default();
+        }
+        let at = |q: f64| Some(us_to_ms(histogram.value_at_quantile(q) as f64));
+        Percentiles {
+            count: histogram.len(),
+            min_ms: Some(us_to_ms(histogram.min() as f64)),
+            mean_ms: Some(us_to_ms(histogram.mean())),
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            p99_9_ms: at(0.999),
+            max_ms: Some(us_to_ms(histogram.max() as f64)),
+        }
+    }
+
+    pub fn of_signed(histogram: &SignedHistogram) -> Self {
+        let at = |q: f64| histogram.value_at_quantile(q).map(|us| us_to_ms(us as f64));
+        Percentiles {
+            count: histogram.len(),
+            min_ms: histogram.min().map(|us| us_to_ms(us as f64)),
+            mean_ms: histogram.mean().map(us_to_ms),
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            p99_9_ms: at(0.999),
+            max_ms: histogram.max().map(|us| us_to_ms(us as f64)),
+        }
+    }
+}
+
+/// Converts a duration to whole microseconds, saturating.
+pub fn duration_us(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(outcome: Outcome, client_us: u64, server: ServerTime) -> Sample {
+        Sample { endpoint: 0, outcome, response_time_us: client_us, service_time_us: client_us, server_time: server }
+    }
+
+    #[test]
+    fn errors_stay_out_of_success_histogram() {
+        let mut stats = EndpointStats::default();
+        stats.record(&sample(Outcome::Ok, 10_000, ServerTime::Reported(8_000)));
+        stats.record(&sample(Outcome::HttpError(500), 900_000, ServerTime::Reported(850_000)));
+        stats.record(&sample(Outcome::Timeout, 1_000_000, ServerTime::Missing));
+        assert_eq!(stats.client_ok.len(), 1);
+        assert_eq!(stats.client_ok.max(), 10_007);
+        assert_eq!(stats.client_error.len(), 2);
+        assert_eq!(stats.server_error.len(), 1);
+        assert_eq!(stats.outcomes.total(), 3);
+        assert_eq!(stats.outcomes.http_error.get(&500), Some(&1));
+    }
+
+    #[test]
+    fn not_sent_counts_without_latency() {
+        let mut stats = EndpointStats::default();
+        stats.record(&sample(Outcome::NotSent(NotSentReason::RunStopped), 0, ServerTime::Missing));
+        assert_eq!(stats.outcomes.total(), 1);
+        assert_eq!(stats.outcomes.sent(), 0);
+        assert!(stats.client_error.is_empty());
+        assert_eq!(stats.server_time_missing, 0);
+    }
+
+    #[test]
+    fn signed_histogram_keeps_negatives() {
+        let mut histogram = SignedHistogram::default();
+        for value in [-300, -100, 100, 200, 400] {
+            histogram.record(value);
+        }
+        assert_eq!(histogram.negative_count(), 2);
+        assert_eq!(histogram.min(), Some(-300));
+        assert_eq!(histogram.value_at_quantile(0.4), Some(-100));
+        assert_eq!(histogram.value_at_quantile(0.5), Some(100));
+        assert_eq!(histogram.max(), Some(400));
+        assert_eq!(histogram.mean(), Some(60.0));
+    }
+
+    #[test]
+    fn recorder_drain_merges_and_clears() {
+        let recorder = Recorder::new(2, 3);
+        for user in 0..6 {
+            let mut s = sample(Outcome::Ok, 1_000, ServerTime::Reported(500));
+            s.endpoint = user % 2;
+            recorder.record(user, &s);
+        }
+        recorder.record_login(4, LoginReason::Initial, true);
+        let mut into = StatsSet::new(2);
+        recorder.drain_into(&mut into);
+        assert_eq!(into.endpoints[0].outcomes.ok, 3);
+        assert_eq!(into.endpoints[1].outcomes.ok, 3);
+        assert_eq!(into.logins.initial, 1);
+        let mut again = StatsSet::new(2);
+        recorder.drain_into(&mut again);
+        assert_eq!(again.endpoints[0].outcomes.total(), 0);
+    }
+
+    #[test]
+    fn values_above_one_hour_are_clamped() {
+        let mut stats = EndpointStats::default();
+        stats.record(&sample(Outcome::Ok, MAX_LATENCY_US * 2, ServerTime::Missing));
+        // Both the response time and the service time were above one hour.
+        assert_eq!(stats.clamped, 2);
+        assert!(stats.client_ok.max() >= MAX_LATENCY_US);
+    }
+}

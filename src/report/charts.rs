@@ -1,0 +1,227 @@
+//! PNG charts, drawn with plotters into memory and encoded as PNG.
+//!
+//! Text is rendered with the DejaVu Sans font compiled into the binary, so
+//! charts need no system font library.
+
+use std::sync::Once;
+
+use hdrhistogram::Histogram;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::engine::{IntervalRow, RunResult};
+
+use super::Summary;
+
+/// Width and height of every chart, in pixels.
+pub const CHART_SIZE: (u32, u32) = (1200, 700);
+
+/// The chart files `write_all` produces.
+pub const CHART_FILES: [&str; 3] = ["latency_over_time.png", "latency_distribution.png", "throughput.png"];
+
+const CLIENT_COLOR: RGBColor = RGBColor(31, 119, 180);
+const SERVER_COLOR: RGBColor = RGBColor(44, 160, 44);
+const ERROR_COLOR: RGBColor = RGBColor(214, 39, 40);
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+static FONT: Once = Once::new();
+
+fn register_font() {
+    FONT.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            if plotters::style::register_font("sans-serif", style, dejavu::sans::regular()).is_err() {
+                eprintln!("warning: the embedded chart font could not be loaded; charts will have no text");
+            }
+        }
+    });
+}
+
+/// Renders every chart; returns file names with PNG bytes.
+pub fn render_all(result: &RunResult, summary: &Summary) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
+    register_font();
+    let subtitle = format!(
+        "{} · {} model · {} users{}",
+        summary.scenario.name,
+        summary.scenario.load_model,
+        summary.scenario.users,
+        if summary.run.partial { " · PARTIAL RUN" } else { "" }
+    );
+    let all = result.totals.combined();
+    Ok(vec![
+        (CHART_FILES[0], render(|area| latency_over_time(area, result, &subtitle))?),
+        (CHART_FILES[1], render(|area| latency_distribution(area, &all.client_ok, &all.server_ok, &subtitle))?),
+        (CHART_FILES[2], render(|area| throughput(area, result, &subtitle))?),
+    ])
+}
+
+fn render(draw: impl FnOnce(&Area<'_>) -> DrawResult) -> anyhow::Result<Vec<u8>> {
+    let (width, height) = CHART_SIZE;
+    let mut pixels = vec![0_u8; (width * height * 3) as usize];
+    {
+        let area = BitMapBackend::with_buffer(&mut pixels, CHART_SIZE).into_drawing_area();
+        area.fill(&WHITE).map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
+        draw(&area).map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
+        area.present().map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
+    }
+    encode_png(&pixels, width, height)
+}
+
+fn encode_png(rgb: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()?;
+    Ok(bytes)
+}
+
+/// Upper bound for an axis: 10 % above the largest value, never zero.
+fn axis_max(values: impl Iterator<Item = f64>) -> f64 {
+    let max = values.fold(0.0_f64, f64::max);
+    if max > 0.0 {
+        max * 1.1
+    } else {
+        1.0
+    }
+}
+
+fn series(result: &RunResult, value: impl Fn(&IntervalRow, f64) -> Option<f64>) -> Vec<(f64, f64)> {
+    result
+        .intervals
+        .iter()
+        .filter_map(|snapshot| {
+            let length_s = snapshot.end_s - snapshot.start_s;
+            value(&snapshot.all, length_s).map(|y| (snapshot.end_s, y))
+        })
+        .collect()
+}
+
+fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult {
+    let lines = [
+        ("client p50", series(result, |row, _| row.client.p50_ms), CLIENT_COLOR, 2),
+        ("client p99", series(result, |row, _| row.client.p99_ms), CLIENT_COLOR, 1),
+        ("server p50", series(result, |row, _| row.server.p50_ms), SERVER_COLOR, 2),
+        ("server p99", series(result, |row, _| row.server.p99_ms), SERVER_COLOR, 1),
+    ];
+    let x_max = axis_max(result.intervals.iter().map(|snapshot| snapshot.end_s));
+    let y_max = axis_max(lines.iter().flat_map(|(_, points, _, _)| points.iter().map(|point| point.1)));
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("Client vs server latency over time, successful requests ({subtitle})"), ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart.configure_mesh().x_desc("elapsed time (s)").y_desc("latency (ms)").label_style(("sans-serif", 16)).draw()?;
+    for (label, points, color, width) in lines {
+        let style = color.stroke_width(width);
+        chart
+            .draw_series(LineSeries::new(points, style))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 16)).draw()?;
+    Ok(())
+}
+
+/// Percentile spectrum points: x = -log10(1 - q), so 1 is p90, 2 is p99, 3 is p99.9.
+fn spectrum(histogram: &Histogram<u64>, x_max: f64) -> Vec<(f64, f64)> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    let steps = 200;
+    (0..=steps)
+        .map(|step| {
+            let x = x_max * f64::from(step) / f64::from(steps);
+            let quantile = 1.0 - 10_f64.powf(-x);
+            (x, histogram.value_at_quantile(quantile) as f64 / 1000.0)
+        })
+        .collect()
+}
+
+fn percentile_label(x: &f64) -> String {
+    let percent = 100.0 * (1.0 - 10_f64.powf(-x));
+    let digits = if *x <= 2.0 { 0 } else { (x.round() as usize).saturating_sub(2) };
+    format!("{percent:.digits$}%")
+}
+
+fn latency_distribution(area: &Area<'_>, client: &Histogram<u64>, server: &Histogram<u64>, subtitle: &str) -> DrawResult {
+    // Show the tail only as far as the sample count supports: p99.9 needs 1000 samples.
+    let samples = client.len().max(server.len()).max(10);
+    let x_max = (samples as f64).log10().floor().clamp(1.0, 5.0);
+    let client_points = spectrum(client, x_max);
+    let server_points = spectrum(server, x_max);
+    let y_max = axis_max(client_points.iter().chain(&server_points).map(|point| point.1));
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("Latency distribution, client vs server ({subtitle})"), ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile (log scale)")
+        .y_desc("latency (ms)")
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&percentile_label)
+        .label_style(("sans-serif", 16))
+        .draw()?;
+    for (label, points, color) in [("client", client_points, CLIENT_COLOR), ("server (apiCost.duration)", server_points, SERVER_COLOR)] {
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points, style))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
+    Ok(())
+}
+
+fn throughput(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult {
+    let per_second = |count: fn(&IntervalRow) -> u64| {
+        series(result, move |row, length_s| (length_s > 0.0).then(|| count(row) as f64 / length_s))
+    };
+    let ok = per_second(|row| row.ok);
+    let errors = per_second(|row| row.errors);
+    let x_max = axis_max(result.intervals.iter().map(|snapshot| snapshot.end_s));
+    let y_max = axis_max(ok.iter().chain(&errors).map(|point| point.1));
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("Throughput and errors over time ({subtitle})"), ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart.configure_mesh().x_desc("elapsed time (s)").y_desc("responses per second (req/s)").label_style(("sans-serif", 16)).draw()?;
+    for (label, points, color) in [("ok", ok, CLIENT_COLOR), ("errors", errors, ERROR_COLOR)] {
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points, style))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 16)).draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_labels_read_as_percentiles() {
+        assert_eq!(percentile_label(&0.0), "0%");
+        assert_eq!(percentile_label(&1.0), "90%");
+        assert_eq!(percentile_label(&2.0), "99%");
+        assert_eq!(percentile_label(&3.0), "99.9%");
+        assert_eq!(percentile_label(&4.0), "99.99%");
+    }
+}

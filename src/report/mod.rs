@@ -1,0 +1,253 @@
+//! Reports of a run: `summary.json`, `summary.csv`, `timeseries.csv`, PNG
+//! charts and the console summary. Field names carry their unit (`_ms`,
+//! `_s`, `_rps`); `docs/reports.md` documents every field.
+
+mod charts;
+mod console;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::engine::{EndpointInfo, RunResult};
+use crate::load::LoadModel;
+use crate::metrics::{EndpointStats, LoginCounts, Percentiles};
+use crate::scenario::Checks;
+
+pub use charts::CHART_FILES;
+pub use console::print_summary;
+
+/// Version of the `summary.json` layout; raised on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The content of `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub parallax_version: &'static str,
+    pub scenario: ScenarioInfo,
+    pub run: RunInfo,
+    pub logins: LoginSummary,
+    pub checks: Vec<CheckResult>,
+    /// Every endpoint merged, login included.
+    pub all: EndpointSummary,
+    /// Login first, then the scenario's requests in their order.
+    pub endpoints: Vec<EndpointSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub file: String,
+    pub target_base_url: String,
+    pub load_model: &'static str,
+    pub users: usize,
+    pub planned_duration_s: f64,
+    pub pacing_ms: Option<f64>,
+    /// Open model only: intended requests over the planned duration.
+    pub planned_requests: Option<u64>,
+    /// What client latency is measured from.
+    pub latency_measured_from: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub started_at_utc: String,
+    pub finished_at_utc: String,
+    pub elapsed_s: f64,
+    pub partial: bool,
+    pub partial_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginSummary {
+    #[serde(flatten)]
+    pub counts: LoginCounts,
+    pub relogins: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: &'static str,
+    pub limit: f64,
+    pub value: Option<f64>,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSummary {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    /// Every intended request: the sum of all outcome counts below.
+    pub requests_intended: u64,
+    pub requests_sent: u64,
+    pub ok: u64,
+    pub http_errors: u64,
+    pub http_errors_by_status: BTreeMap<String, u64>,
+    pub app_errors: u64,
+    pub timeouts: u64,
+    pub connect_errors: u64,
+    pub transport_errors: u64,
+    pub cancelled: u64,
+    pub not_sent_run_stopped: u64,
+    pub not_sent_login_failed: u64,
+    /// Failed requests as a share of sent requests.
+    pub error_percent: f64,
+    /// Sent requests per second of run time.
+    pub achieved_rps: f64,
+    /// Client latency of successful requests (see `scenario.latency_measured_from`).
+    pub client_ms: Percentiles,
+    /// Client latency of successful requests from the actual send.
+    pub client_service_ms: Percentiles,
+    /// Server-reported `apiCost.duration` of successful requests.
+    pub server_ms: Percentiles,
+    /// Client service time minus server time, per successful request; can be negative.
+    pub overhead_ms: Percentiles,
+    pub overhead_negative_count: u64,
+    /// Client latency of failed requests, never mixed into `client_ms`.
+    pub error_client_ms: Percentiles,
+    /// Server-reported time of failed requests that carried one.
+    pub error_server_ms: Percentiles,
+    /// Sent requests whose response had no usable `apiCost.duration`.
+    pub server_time_missing: u64,
+}
+
+impl EndpointSummary {
+    fn new(info: &EndpointInfo, stats: &EndpointStats, elapsed_s: f64) -> Self {
+        let outcomes = &stats.outcomes;
+        let sent = outcomes.sent();
+        EndpointSummary {
+            name: info.name.clone(),
+            method: info.method.clone(),
+            path: info.path.clone(),
+            requests_intended: outcomes.total(),
+            requests_sent: sent,
+            ok: outcomes.ok,
+            http_errors: outcomes.http_errors(),
+            http_errors_by_status: outcomes.http_error.iter().map(|(status, count)| (status.to_string(), *count)).collect(),
+            app_errors: outcomes.app_error,
+            timeouts: outcomes.timeout,
+            connect_errors: outcomes.connect_error,
+            transport_errors: outcomes.transport_error,
+            cancelled: outcomes.cancelled,
+            not_sent_run_stopped: outcomes.not_sent_run_stopped,
+            not_sent_login_failed: outcomes.not_sent_login_failed,
+            error_percent: if sent == 0 { 0.0 } else { outcomes.errors() as f64 * 100.0 / sent as f64 },
+            achieved_rps: if elapsed_s > 0.0 { sent as f64 / elapsed_s } else { 0.0 },
+            client_ms: Percentiles::of(&stats.client_ok),
+            client_service_ms: Percentiles::of(&stats.service_ok),
+            server_ms: Percentiles::of(&stats.server_ok),
+            overhead_ms: Percentiles::of_signed(&stats.overhead),
+            overhead_negative_count: stats.overhead.negative_count(),
+            error_client_ms: Percentiles::of(&stats.client_error),
+            error_server_ms: Percentiles::of(&stats.server_error),
+            server_time_missing: stats.server_time_missing,
+        }
+    }
+}
+
+impl Summary {
+    pub fn new(result: &RunResult) -> Self {
+        let plan = &result.plan;
+        let elapsed_s = result.elapsed.as_secs_f64();
+        let all_info = EndpointInfo { name: "all".into(), method: "*".into(), path: "*".into() };
+        let endpoints = result
+            .endpoints
+            .iter()
+            .zip(&result.totals.endpoints)
+            .map(|(info, stats)| EndpointSummary::new(info, stats, elapsed_s))
+            .collect();
+        let all = EndpointSummary::new(&all_info, &result.totals.combined(), elapsed_s);
+        let finished_at = result.started_at + chrono::Duration::from_std(result.elapsed).unwrap_or_default();
+        let (pacing_ms, planned_requests) = match &plan.load {
+            LoadModel::Closed { pacing, .. } => (pacing.map(|pacing| pacing.as_secs_f64() * 1000.0), None),
+            LoadModel::Open { schedule, .. } => (None, Some(schedule.arrivals().count() as u64)),
+        };
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            parallax_version: env!("CARGO_PKG_VERSION"),
+            scenario: ScenarioInfo {
+                name: plan.name.clone(),
+                file: plan.source.display().to_string(),
+                target_base_url: result.base_url.clone(),
+                load_model: plan.load.name(),
+                users: plan.load.users(),
+                planned_duration_s: plan.load.duration().as_secs_f64(),
+                pacing_ms,
+                planned_requests,
+                latency_measured_from: plan.load.latency_origin(),
+            },
+            run: RunInfo {
+                started_at_utc: result.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                finished_at_utc: finished_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                elapsed_s,
+                partial: result.is_partial(),
+                partial_reason: result.partial_reason.clone(),
+            },
+            logins: LoginSummary { counts: result.totals.logins, relogins: result.totals.logins.relogins() },
+            checks: evaluate_checks(&plan.checks, &all),
+            all,
+            endpoints,
+        }
+    }
+
+    /// True when every configured check passed.
+    pub fn checks_passed(&self) -> bool {
+        self.checks.iter().all(|check| check.passed)
+    }
+}
+
+fn evaluate_checks(checks: &Checks, all: &EndpointSummary) -> Vec<CheckResult> {
+    let mut results = Vec::new();
+    if let Some(limit) = checks.max_error_percent {
+        let value = all.error_percent;
+        results.push(CheckResult { name: "max_error_percent", limit, value: Some(value), passed: value <= limit });
+    }
+    if let Some(limit) = checks.max_client_p99_ms {
+        let value = all.client_ms.p99_ms;
+        // No successful request means no latency to vouch for: the check fails.
+        let passed = value.is_some_and(|p99| p99 <= limit);
+        results.push(CheckResult { name: "max_client_p99_ms", limit, value, passed });
+    }
+    results
+}
+
+/// The report folder for a run: `DIR/<scenario>-<UTC timestamp>`.
+pub fn default_report_dir(base: &Path, scenario: &str, started_at: chrono::DateTime<chrono::Utc>) -> PathBuf {
+    base.join(format!("{scenario}-{}", started_at.format("%Y%m%dT%H%M%SZ")))
+}
+
+/// Writes every report file into `dir`, creating it. Each file is written
+/// to a temporary name and renamed, so no half-written file is left behind.
+pub fn write_all(result: &RunResult, summary: &Summary, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context as _;
+
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the report folder {}", dir.display()))?;
+    let mut written = Vec::new();
+
+    let json = serde_json::to_vec_pretty(summary).expect("the summary serialises");
+    written.push(write_atomic(&dir.join("summary.json"), &json)?);
+    written.push(write_atomic(&dir.join("summary.csv"), &tables::summary_csv(summary)?)?);
+    written.push(write_atomic(&dir.join("timeseries.csv"), &tables::timeseries_csv(result)?)?);
+    for (name, png) in charts::render_all(result, summary)? {
+        written.push(write_atomic(&dir.join(name), &png)?);
+    }
+    Ok(written)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+
+    let file_name = path.file_name().and_then(|name| name.to_str()).unwrap_or("report");
+    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+    let mut file = std::fs::File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    file.write_all(bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
+    file.sync_all().with_context(|| format!("cannot flush {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))?;
+    Ok(path.to_path_buf())
+}

@@ -1,0 +1,835 @@
+//! The TOML scenario: what the user wrote, validated into one [`Plan`].
+//!
+//! Every error names the file, line and column, the key, what was expected
+//! and what to do. Unknown keys are rejected. Every key is documented in
+//! `docs/scenarios.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::load::{LoadModel, Ramp, RateSchedule, Stage};
+use crate::secret::Secret;
+use crate::target::{self, ServiceTime};
+
+/// A scenario that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+// ---------------------------------------------------------------------------
+// Raw input: what the TOML file holds.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    name: Option<Spanned<String>>,
+    target: TargetSection,
+    #[serde(default)]
+    login: LoginSection,
+    #[serde(rename = "request", default)]
+    requests: Vec<RequestSection>,
+    load: Spanned<LoadSection>,
+    #[serde(default)]
+    timeouts: TimeoutSection,
+    #[serde(default)]
+    output: OutputSection,
+    #[serde(default)]
+    checks: ChecksSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetSection {
+    base_url: Spanned<String>,
+    #[serde(default)]
+    embedded: EmbeddedSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddedSection {
+    token_lifetime_s: Option<Spanned<f64>>,
+    service_time: Option<Spanned<ServiceTime>>,
+    #[serde(default)]
+    endpoints: BTreeMap<Spanned<String>, Spanned<ServiceTime>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LoginSection {
+    path: String,
+    username_field: String,
+    password_field: String,
+    token_pointer: Spanned<String>,
+    refresh_before_expiry_s: Spanned<f64>,
+    credentials: Option<Spanned<CredentialsSection>>,
+}
+
+impl Default for LoginSection {
+    fn default() -> Self {
+        LoginSection {
+            path: "/api/auth/login".into(),
+            username_field: "email".into(),
+            password_field: "password".into(),
+            token_pointer: Spanned::new(0..0, "/data/token".into()),
+            refresh_before_expiry_s: Spanned::new(0..0, 30.0),
+            credentials: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsSection {
+    csv: Option<String>,
+    username_env: Option<String>,
+    password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestSection {
+    name: Spanned<String>,
+    #[serde(default = "default_method")]
+    method: Spanned<String>,
+    path: Spanned<String>,
+    body: Option<toml::Value>,
+    #[serde(default = "default_weight")]
+    weight: Spanned<i64>,
+}
+
+fn default_method() -> Spanned<String> {
+    Spanned::new(0..0, "GET".into())
+}
+
+fn default_weight() -> Spanned<i64> {
+    Spanned::new(0..0, 1)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadSection {
+    model: Spanned<String>,
+    users: Option<Spanned<i64>>,
+    duration_s: Option<Spanned<f64>>,
+    pacing_ms: Option<Spanned<f64>>,
+    ramp_up_s: Option<Spanned<f64>>,
+    rate_per_s: Option<Spanned<f64>>,
+    #[serde(default)]
+    stages: Vec<Spanned<StageSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageSection {
+    duration_s: Spanned<f64>,
+    rate_per_s: Spanned<f64>,
+    #[serde(default)]
+    ramp: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TimeoutSection {
+    request_s: Spanned<f64>,
+    connect_s: Spanned<f64>,
+}
+
+impl Default for TimeoutSection {
+    fn default() -> Self {
+        TimeoutSection { request_s: Spanned::new(0..0, 30.0), connect_s: Spanned::new(0..0, 5.0) }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OutputSection {
+    dir: String,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection { dir: "reports".into() }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChecksSection {
+    max_error_percent: Option<Spanned<f64>>,
+    max_client_p99_ms: Option<Spanned<f64>>,
+}
+
+// ---------------------------------------------------------------------------
+// The resolved plan: the only value the engine sees.
+
+/// Where requests go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetPlan {
+    /// A server at this base URL (scheme, host and port, no trailing slash).
+    Url(String),
+    /// The embedded demo target, started on a free loopback port for the run.
+    Embedded(target::Config),
+}
+
+/// One user's login credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// How virtual users log in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginPlan {
+    pub path: String,
+    pub username_field: String,
+    pub password_field: String,
+    /// JSON pointer (RFC 6901) to the token in the login response.
+    pub token_pointer: String,
+    /// Log in again this long before the token's `exp`, capped at a tenth of
+    /// the token's lifetime so short-lived tokens are not renewed on every request.
+    pub refresh_before_expiry: Duration,
+    /// Used round-robin: user `i` logs in as `credentials[i % len]`.
+    pub credentials: Vec<Credential>,
+}
+
+/// One request of the mix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestPlan {
+    pub name: String,
+    pub method: reqwest::Method,
+    pub path: String,
+    /// Serialised JSON body, sent with `Content-Type: application/json`.
+    pub body: Option<Vec<u8>>,
+    pub weight: u32,
+}
+
+/// Pass/fail rules applied to the whole run; failures give exit code 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Checks {
+    pub max_error_percent: Option<f64>,
+    pub max_client_p99_ms: Option<f64>,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub source: PathBuf,
+    pub target: TargetPlan,
+    pub login: LoginPlan,
+    pub requests: Vec<RequestPlan>,
+    pub load: LoadModel,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub output_dir: PathBuf,
+    pub checks: Checks,
+}
+
+impl Plan {
+    /// Loads and validates a scenario file. Relative paths inside it (the
+    /// credentials CSV) resolve against the file's folder; the output folder
+    /// resolves against the current directory.
+    pub fn load(path: &Path) -> Result<Plan, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
+            message: format!("cannot read scenario file {}: {error}. Check the path.", path.display()),
+        })?;
+        Plan::parse(&text, path)
+    }
+
+    /// Validates scenario text; `path` is used for messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Plan, ScenarioError> {
+        let source = Source { path, text };
+        let file: ScenarioFile = toml::from_str(text).map_err(|error| source.parse_error(&error))?;
+        Resolver { source }.resolve(file)
+    }
+}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// `file:line:column` of a byte offset, both 1-based.
+    fn location(&self, span: &Range<usize>) -> String {
+        let offset = span.start.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+        format!("{}:{line}:{column}", self.path.display())
+    }
+
+    fn error(&self, span: &Range<usize>, message: impl fmt::Display) -> ScenarioError {
+        let location = if span.is_empty() && span.start == 0 {
+            self.path.display().to_string()
+        } else {
+            self.location(span)
+        };
+        ScenarioError { message: format!("{location}: {message}") }
+    }
+
+    fn parse_error(&self, error: &toml::de::Error) -> ScenarioError {
+        let message = error.message().trim_end();
+        let hint = if message.starts_with("unknown field") {
+            " Check the spelling or remove the key; docs/scenarios.md lists every key."
+        } else if message.starts_with("missing field") {
+            " Add it; docs/scenarios.md describes it."
+        } else {
+            ""
+        };
+        match error.span() {
+            Some(span) => self.error(&span, format!("{message}.{hint}")),
+            None => ScenarioError { message: format!("{}: {message}.{hint}", self.path.display()) },
+        }
+    }
+}
+
+struct Resolver<'a> {
+    source: Source<'a>,
+}
+
+impl Resolver<'_> {
+    fn resolve(&self, file: ScenarioFile) -> Result<Plan, ScenarioError> {
+        let name = match &file.name {
+            Some(name) => self.check_name(name)?,
+            None => self.default_name(),
+        };
+        let target = self.resolve_target(&file.target)?;
+        let login = self.resolve_login(&file.login, &target)?;
+        let requests = self.resolve_requests(&file.requests)?;
+        let load = self.resolve_load(&file.load)?;
+        let request_timeout = self.positive_seconds("timeouts.request_s", &file.timeouts.request_s)?;
+        let connect_timeout = self.positive_seconds("timeouts.connect_s", &file.timeouts.connect_s)?;
+        let checks = Checks {
+            max_error_percent: self.optional_check("checks.max_error_percent", &file.checks.max_error_percent)?,
+            max_client_p99_ms: self.optional_check("checks.max_client_p99_ms", &file.checks.max_client_p99_ms)?,
+        };
+        Ok(Plan {
+            name,
+            source: self.source.path.to_path_buf(),
+            target,
+            login,
+            requests,
+            load,
+            request_timeout,
+            connect_timeout,
+            output_dir: PathBuf::from(&file.output.dir),
+            checks,
+        })
+    }
+
+    fn default_name(&self) -> String {
+        let stem = self.source.path.file_stem().and_then(|stem| stem.to_str()).unwrap_or("scenario");
+        sanitize_name(stem)
+    }
+
+    fn check_name(&self, name: &Spanned<String>) -> Result<String, ScenarioError> {
+        let value = name.get_ref();
+        if value.trim().is_empty() {
+            return Err(self.source.error(&name.span(), "`name` is empty. Give the scenario a short name, e.g. name = \"checkout\"."));
+        }
+        Ok(sanitize_name(value))
+    }
+
+    fn resolve_target(&self, target: &TargetSection) -> Result<TargetPlan, ScenarioError> {
+        let base_url = target.base_url.get_ref().trim();
+        if base_url == "embedded" {
+            return Ok(TargetPlan::Embedded(self.resolve_embedded(&target.embedded)?));
+        }
+        let span = target.base_url.span();
+        let url = reqwest::Url::parse(base_url).map_err(|error| {
+            self.source.error(
+                &span,
+                format!("`target.base_url` = {base_url:?} is not a valid URL ({error}). Write it as http://127.0.0.1:8080, or \"embedded\" for the demo target."),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(self.source.error(
+                &span,
+                format!("`target.base_url` = {base_url:?} must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080."),
+            ));
+        }
+        Ok(TargetPlan::Url(base_url.trim_end_matches('/').to_string()))
+    }
+
+    fn resolve_embedded(&self, embedded: &EmbeddedSection) -> Result<target::Config, ScenarioError> {
+        let mut config = target::Config::default();
+        if let Some(lifetime) = &embedded.token_lifetime_s {
+            config.token_lifetime = self.positive_seconds("target.embedded.token_lifetime_s", lifetime)?;
+        }
+        if let Some(service_time) = &embedded.service_time {
+            config.service_times.set_all(self.check_service_time("target.embedded.service_time", service_time)?);
+        }
+        for (endpoint, service_time) in &embedded.endpoints {
+            let key = format!("target.embedded.endpoints.{}", endpoint.get_ref());
+            let value = self.check_service_time(&key, service_time)?;
+            if !config.service_times.set(endpoint.get_ref(), value) {
+                return Err(self.source.error(
+                    &endpoint.span(),
+                    format!(
+                        "unknown embedded endpoint {:?} in `target.embedded.endpoints`. Use one of: {}.",
+                        endpoint.get_ref(),
+                        target::ENDPOINT_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    fn check_service_time(&self, key: &str, value: &Spanned<ServiceTime>) -> Result<ServiceTime, ScenarioError> {
+        value
+            .get_ref()
+            .validate()
+            .map_err(|problem| self.source.error(&value.span(), format!("`{key}`: {problem}")))?;
+        Ok(*value.get_ref())
+    }
+
+    fn resolve_login(&self, login: &LoginSection, target: &TargetPlan) -> Result<LoginPlan, ScenarioError> {
+        if !login.path.starts_with('/') {
+            return Err(ScenarioError {
+                message: format!(
+                    "{}: `login.path` = {:?} must start with '/', e.g. \"/api/auth/login\".",
+                    self.source.path.display(),
+                    login.path
+                ),
+            });
+        }
+        let pointer = login.token_pointer.get_ref();
+        if !pointer.starts_with('/') {
+            return Err(self.source.error(
+                &login.token_pointer.span(),
+                format!("`login.token_pointer` = {pointer:?} is not a JSON pointer. Write it like \"/data/token\"."),
+            ));
+        }
+        let refresh = &login.refresh_before_expiry_s;
+        let refresh_s = *refresh.get_ref();
+        if !refresh_s.is_finite() || refresh_s < 0.0 {
+            return Err(self.source.error(
+                &refresh.span(),
+                format!("`login.refresh_before_expiry_s` must be zero or more seconds, got {refresh_s}."),
+            ));
+        }
+        let credentials = match &login.credentials {
+            Some(section) => self.load_credentials(section)?,
+            None if matches!(target, TargetPlan::Embedded(_)) => target::demo_credentials(20),
+            None => {
+                return Err(ScenarioError {
+                    message: format!(
+                        "{}: `login.credentials` is missing. Add credentials = {{ csv = \"users.csv\" }} (a file with a username,password header) or credentials = {{ username_env = \"PARALLAX_USERNAME\", password_env = \"PARALLAX_PASSWORD\" }}.",
+                        self.source.path.display()
+                    ),
+                })
+            }
+        };
+        Ok(LoginPlan {
+            path: login.path.clone(),
+            username_field: login.username_field.clone(),
+            password_field: login.password_field.clone(),
+            token_pointer: pointer.clone(),
+            refresh_before_expiry: Duration::from_secs_f64(refresh_s),
+            credentials,
+        })
+    }
+
+    fn load_credentials(&self, section: &Spanned<CredentialsSection>) -> Result<Vec<Credential>, ScenarioError> {
+        let span = section.span();
+        let fields = section.get_ref();
+        match (&fields.csv, &fields.username_env, &fields.password_env) {
+            (Some(csv), None, None) => {
+                let base = self.source.path.parent().unwrap_or(Path::new("."));
+                let path = base.join(csv);
+                read_credentials_csv(&path).map_err(|problem| {
+                    self.source.error(&span, format!("`login.credentials.csv` = {csv:?}: {problem}"))
+                })
+            }
+            (None, Some(username_env), Some(password_env)) => {
+                let read = |name: &str| {
+                    std::env::var(name).map_err(|_| {
+                        self.source.error(
+                            &span,
+                            format!("environment variable {name} is not set (named by `login.credentials`). Export it before the run."),
+                        )
+                    })
+                };
+                let username = read(username_env)?;
+                let password = Secret::new(read(password_env)?);
+                Ok(vec![Credential { username, password }])
+            }
+            _ => Err(self.source.error(
+                &span,
+                "`login.credentials` must be either { csv = \"FILE\" } or { username_env = \"VAR\", password_env = \"VAR\" }.",
+            )),
+        }
+    }
+
+    fn resolve_requests(&self, requests: &[RequestSection]) -> Result<Vec<RequestPlan>, ScenarioError> {
+        if requests.is_empty() {
+            return Err(ScenarioError {
+                message: format!(
+                    "{}: the scenario has no [[request]]. Add at least one, e.g. [[request]] name = \"list\" path = \"/api/items\".",
+                    self.source.path.display()
+                ),
+            });
+        }
+        let mut plans: Vec<RequestPlan> = Vec::with_capacity(requests.len());
+        for request in requests {
+            let name = request.name.get_ref().trim().to_string();
+            if name.is_empty() || name == "login" || plans.iter().any(|plan| plan.name == name) {
+                return Err(self.source.error(
+                    &request.name.span(),
+                    format!("request name {name:?} is empty, reserved or used twice. Give each [[request]] a unique name other than \"login\"."),
+                ));
+            }
+            let method_text = request.method.get_ref().to_ascii_uppercase();
+            let method = match method_text.as_str() {
+                "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => {
+                    reqwest::Method::from_bytes(method_text.as_bytes()).expect("listed methods are valid")
+                }
+                _ => {
+                    return Err(self.source.error(
+                        &request.method.span(),
+                        format!("`method` = {:?} is not supported. Use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.", request.method.get_ref()),
+                    ))
+                }
+            };
+            let path = request.path.get_ref();
+            if !path.starts_with('/') {
+                return Err(self.source.error(
+                    &request.path.span(),
+                    format!("`path` = {path:?} must start with '/', e.g. \"/api/items\"."),
+                ));
+            }
+            let weight = *request.weight.get_ref();
+            if !(1..=1_000_000).contains(&weight) {
+                return Err(self.source.error(
+                    &request.weight.span(),
+                    format!("`weight` must be a whole number from 1 to 1000000, got {weight}."),
+                ));
+            }
+            let body = request.body.as_ref().map(|body| serde_json::to_vec(body).expect("TOML values serialise as JSON"));
+            plans.push(RequestPlan { name, method, path: path.clone(), body, weight: weight as u32 });
+        }
+        Ok(plans)
+    }
+
+    fn resolve_load(&self, load: &Spanned<LoadSection>) -> Result<LoadModel, ScenarioError> {
+        let section = load.get_ref();
+        match section.model.get_ref().as_str() {
+            "closed" => self.resolve_closed(section, &load.span()),
+            "open" => self.resolve_open(section, &load.span()),
+            other => Err(self.source.error(
+                &section.model.span(),
+                format!("`load.model` = {other:?} is not a load model. Use \"closed\" (fixed users) or \"open\" (arrival rate)."),
+            )),
+        }
+    }
+
+    fn resolve_closed(&self, load: &LoadSection, span: &Range<usize>) -> Result<LoadModel, ScenarioError> {
+        for (key, present) in [("rate_per_s", load.rate_per_s.is_some()), ("stages", !load.stages.is_empty())] {
+            if present {
+                return Err(self.source.error(
+                    span,
+                    format!("`load.{key}` belongs to the open model. Remove it, or set model = \"open\"."),
+                ));
+            }
+        }
+        let users = self.users(load, span)?;
+        let duration = self.required_seconds("load.duration_s", &load.duration_s, span)?;
+        let pacing = match &load.pacing_ms {
+            Some(pacing) => Some(self.positive_seconds("load.pacing_ms", &scaled(pacing, 1e-3))?),
+            None => None,
+        };
+        let ramp_up = match &load.ramp_up_s {
+            Some(ramp_up) => self.non_negative_seconds("load.ramp_up_s", ramp_up)?,
+            None => Duration::ZERO,
+        };
+        Ok(LoadModel::Closed { users, duration, pacing, ramp_up })
+    }
+
+    fn resolve_open(&self, load: &LoadSection, span: &Range<usize>) -> Result<LoadModel, ScenarioError> {
+        for (key, present) in [("pacing_ms", load.pacing_ms.is_some()), ("ramp_up_s", load.ramp_up_s.is_some())] {
+            if present {
+                return Err(self.source.error(
+                    span,
+                    format!("`load.{key}` belongs to the closed model. Remove it, or use stages to ramp the rate."),
+                ));
+            }
+        }
+        let users = self.users(load, span)?;
+        let Some(rate) = &load.rate_per_s else {
+            return Err(self.source.error(span, "`load.rate_per_s` is missing: the open model needs an arrival rate, e.g. rate_per_s = 50."));
+        };
+        let start_rate = self.positive_rate("load.rate_per_s", rate)?;
+        let schedule = if load.stages.is_empty() {
+            let duration = self.required_seconds("load.duration_s", &load.duration_s, span)?;
+            RateSchedule::constant(start_rate, duration)
+        } else {
+            if let Some(duration) = &load.duration_s {
+                return Err(self.source.error(
+                    &duration.span(),
+                    "`load.duration_s` and `load.stages` cannot both be set: with stages the run lasts as long as they add up to. Remove duration_s.",
+                ));
+            }
+            let mut stages = Vec::with_capacity(load.stages.len());
+            for (index, stage) in load.stages.iter().enumerate() {
+                let key = format!("load.stages[{index}]");
+                let stage = stage.get_ref();
+                let duration = self.positive_seconds(&format!("{key}.duration_s"), &stage.duration_s)?;
+                let rate_per_s = self.positive_rate(&format!("{key}.rate_per_s"), &stage.rate_per_s)?;
+                let ramp = match stage.ramp.as_ref().map(|ramp| (ramp.get_ref().as_str(), ramp.span())) {
+                    None | Some(("step", _)) => Ramp::Step,
+                    Some(("linear", _)) => Ramp::Linear,
+                    Some((other, ramp_span)) => {
+                        return Err(self.source.error(
+                            &ramp_span,
+                            format!("`{key}.ramp` = {other:?} is not a ramp. Use \"step\" or \"linear\"."),
+                        ))
+                    }
+                };
+                stages.push(Stage { duration, rate_per_s, ramp });
+            }
+            RateSchedule::new(start_rate, stages)
+        };
+        Ok(LoadModel::Open { users, schedule })
+    }
+
+    fn users(&self, load: &LoadSection, span: &Range<usize>) -> Result<usize, ScenarioError> {
+        let Some(users) = &load.users else {
+            return Err(self.source.error(span, "`load.users` is missing: set how many virtual users to run, e.g. users = 10."));
+        };
+        let count = *users.get_ref();
+        if !(1..=100_000).contains(&count) {
+            return Err(self.source.error(
+                &users.span(),
+                format!("`load.users` must be from 1 to 100000, got {count}."),
+            ));
+        }
+        Ok(count as usize)
+    }
+
+    fn positive_rate(&self, key: &str, rate: &Spanned<f64>) -> Result<f64, ScenarioError> {
+        let value = *rate.get_ref();
+        if !value.is_finite() || value <= 0.0 || value > 10_000_000.0 {
+            return Err(self.source.error(
+                &rate.span(),
+                format!("`{key}` must be a positive rate in requests per second (at most 10000000), got {value}. Fractions such as 0.5 are allowed."),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn required_seconds(&self, key: &str, value: &Option<Spanned<f64>>, span: &Range<usize>) -> Result<Duration, ScenarioError> {
+        match value {
+            Some(value) => self.positive_seconds(key, value),
+            None => Err(self.source.error(span, format!("`{key}` is missing: set how long to run, in seconds, e.g. duration_s = 30."))),
+        }
+    }
+
+    fn positive_seconds(&self, key: &str, value: &Spanned<f64>) -> Result<Duration, ScenarioError> {
+        let seconds = *value.get_ref();
+        if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
+            return Err(self.source.error(
+                &value.span(),
+                format!("`{key}` must be a positive number of seconds up to {MAX_SECONDS} (one week), got {seconds}."),
+            ));
+        }
+        Ok(Duration::from_secs_f64(seconds))
+    }
+
+    fn non_negative_seconds(&self, key: &str, value: &Spanned<f64>) -> Result<Duration, ScenarioError> {
+        let seconds = *value.get_ref();
+        if seconds == 0.0 {
+            return Ok(Duration::ZERO);
+        }
+        self.positive_seconds(key, value)
+    }
+
+    fn optional_check(&self, key: &str, value: &Option<Spanned<f64>>) -> Result<Option<f64>, ScenarioError> {
+        let Some(value) = value else { return Ok(None) };
+        let limit = *value.get_ref();
+        if !limit.is_finite() || limit < 0.0 {
+            return Err(self.source.error(&value.span(), format!("`{key}` must be zero or more, got {limit}.")));
+        }
+        Ok(Some(limit))
+    }
+}
+
+/// The longest duration any setting accepts, in seconds (one week).
+const MAX_SECONDS: f64 = 604_800.0;
+
+/// Converts a spanned value to another unit, keeping its span (milliseconds to seconds).
+fn scaled(value: &Spanned<f64>, factor: f64) -> Spanned<f64> {
+    Spanned::new(value.span(), value.get_ref() * factor)
+}
+
+/// Keeps a scenario name safe as part of a folder name.
+fn sanitize_name(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect()
+}
+
+/// Reads a credentials CSV with a `username,password` header. Error messages
+/// name rows and columns but never quote a password.
+pub fn read_credentials_csv(path: &Path) -> Result<Vec<Credential>, String> {
+    let file = std::fs::File::open(path).map_err(|error| {
+        format!("cannot open {} ({error}). Create a CSV file with a username,password header and one user per line.", path.display())
+    })?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let headers = reader
+        .headers()
+        .map_err(|error| format!("cannot read the header of {}: {error}.", path.display()))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|header| header == name);
+    let (Some(username_column), Some(password_column)) = (column("username"), column("password")) else {
+        return Err(format!(
+            "{} must start with a header line naming the columns username and password, found {:?}.",
+            path.display(),
+            headers.iter().collect::<Vec<_>>()
+        ));
+    };
+    let mut credentials = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record = record.map_err(|error| {
+            let error = error.to_string();
+            // The csv crate's messages describe field counts, never field values.
+            format!("{} line {line} is malformed ({error}). Each line needs a username and a password.", path.display())
+        })?;
+        let username = record.get(username_column).unwrap_or_default();
+        let password = record.get(password_column).unwrap_or_default();
+        if username.is_empty() || password.is_empty() {
+            return Err(format!("{} line {line} has an empty username or password. Fill in both or remove the line.", path.display()));
+        }
+        credentials.push(Credential { username: username.to_string(), password: Secret::new(password) });
+    }
+    if credentials.is_empty() {
+        return Err(format!("{} holds no users. Add at least one line after the username,password header.", path.display()));
+    }
+    Ok(credentials)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[target]
+base_url = "embedded"
+
+[[request]]
+name = "list"
+path = "/api/items"
+
+[load]
+model = "closed"
+users = 2
+duration_s = 1
+"#;
+
+    fn parse(text: &str) -> Result<Plan, ScenarioError> {
+        Plan::parse(text, Path::new("test.toml"))
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).expect_err("scenario should be rejected").to_string()
+    }
+
+    #[test]
+    fn minimal_scenario_resolves_defaults() {
+        let plan = parse(MINIMAL).unwrap();
+        assert_eq!(plan.name, "test");
+        assert_eq!(plan.login.path, "/api/auth/login");
+        assert_eq!(plan.login.token_pointer, "/data/token");
+        assert_eq!(plan.requests[0].method, reqwest::Method::GET);
+        assert_eq!(plan.load.users(), 2);
+        assert_eq!(plan.request_timeout, Duration::from_secs(30));
+        assert!(matches!(plan.target, TargetPlan::Embedded(_)));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let message = error_of(&MINIMAL.replace("users = 2", "usres = 2"));
+        assert!(message.starts_with("test.toml:11:1: unknown field `usres`"), "{message}");
+        assert!(message.contains("docs/scenarios.md"), "{message}");
+    }
+
+    #[test]
+    fn negative_rate_is_rejected() {
+        let text = MINIMAL.replace("model = \"closed\"\nusers = 2\nduration_s = 1", "model = \"open\"\nusers = 2\nrate_per_s = -5\nduration_s = 1");
+        let message = error_of(&text);
+        assert!(message.starts_with("test.toml:12:14: `load.rate_per_s` must be a positive rate"), "{message}");
+        assert!(message.contains("got -5"), "{message}");
+    }
+
+    #[test]
+    fn zero_rate_is_rejected() {
+        let text = MINIMAL.replace("model = \"closed\"\nusers = 2\nduration_s = 1", "model = \"open\"\nusers = 2\nrate_per_s = 0\nduration_s = 1");
+        assert!(error_of(&text).contains("`load.rate_per_s` must be a positive rate"));
+    }
+
+    #[test]
+    fn missing_credentials_file_is_named() {
+        let text = MINIMAL.replace("base_url = \"embedded\"", "base_url = \"embedded\"\n[login]\ncredentials = { csv = \"no-such-users.csv\" }");
+        let message = error_of(&text);
+        assert!(message.contains("`login.credentials.csv` = \"no-such-users.csv\""), "{message}");
+        assert!(message.contains("Create a CSV file"), "{message}");
+    }
+
+    #[test]
+    fn url_target_needs_credentials() {
+        let text = MINIMAL.replace("\"embedded\"", "\"http://127.0.0.1:8080\"");
+        assert!(error_of(&text).contains("`login.credentials` is missing"));
+    }
+
+    #[test]
+    fn bad_url_is_rejected() {
+        let text = MINIMAL.replace("\"embedded\"", "\"127.0.0.1:8080\"");
+        let message = error_of(&text);
+        assert!(message.starts_with("test.toml:3:12: `target.base_url` = \"127.0.0.1:8080\""), "{message}");
+        assert!(message.contains("http://127.0.0.1:8080"), "{message}");
+    }
+
+    #[test]
+    fn stages_build_schedule() {
+        let text = MINIMAL.replace(
+            "model = \"closed\"\nusers = 2\nduration_s = 1",
+            "model = \"open\"\nusers = 4\nrate_per_s = 10\nstages = [{ duration_s = 20, rate_per_s = 200, ramp = \"linear\" }]",
+        );
+        let plan = parse(&text).unwrap();
+        assert_eq!(plan.load.duration(), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn credentials_csv_errors_hide_passwords() {
+        let dir = std::env::temp_dir().join(format!("parallax-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.csv");
+        std::fs::write(&path, "username,password\nalice,s3cret-value\nbob,\n").unwrap();
+        let message = read_credentials_csv(&path).unwrap_err();
+        assert!(message.contains("line 3 has an empty username or password"), "{message}");
+        assert!(!message.contains("s3cret-value"));
+        std::fs::write(&path, "user,pass\nalice,x\n").unwrap();
+        assert!(read_credentials_csv(&path).unwrap_err().contains("header line"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

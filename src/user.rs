@@ -1,0 +1,440 @@
+//! One virtual user: its session (credentials and token) and its request loop.
+//!
+//! A user logs in once and reuses its token as `Authorization: Bearer`. It
+//! logs in again shortly before the token's `exp` (when the token decodes as
+//! a JWT), and after a 401, in which case it retries that request once. A
+//! user without a token never sends a request: it waits out a login backoff.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{jwt_expiry, parse_envelope, Envelope};
+use crate::metrics::{duration_us, LoginReason, NotSentReason, Outcome, Recorder, Sample, ServerTime};
+use crate::scenario::{Credential, LoginPlan, Plan};
+
+/// Index of the login endpoint in every endpoint list; requests follow it.
+pub const LOGIN_ENDPOINT: usize = 0;
+
+/// First wait after a failed login; it doubles per failure up to [`MAX_LOGIN_BACKOFF`].
+const MIN_LOGIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_LOGIN_BACKOFF: Duration = Duration::from_secs(8);
+
+/// What all users of a run share.
+pub struct Shared {
+    pub client: reqwest::Client,
+    pub login: LoginPlan,
+    login_url: String,
+    requests: Vec<PreparedRequest>,
+    /// Cumulative request weights, for weighted random choice.
+    cumulative_weights: Vec<u64>,
+    pub recorder: Arc<Recorder>,
+    /// Cancelled when no new request may start (end of run, first Ctrl-C).
+    pub stop: CancellationToken,
+    /// Cancelled when in-flight requests must be abandoned.
+    pub abort: CancellationToken,
+    warned_missing_token: AtomicBool,
+}
+
+struct PreparedRequest {
+    method: reqwest::Method,
+    url: String,
+    body: Option<Bytes>,
+}
+
+impl Shared {
+    pub fn new(plan: &Plan, base_url: &str, client: reqwest::Client, recorder: Arc<Recorder>) -> Self {
+        let requests = plan
+            .requests
+            .iter()
+            .map(|request| PreparedRequest {
+                method: request.method.clone(),
+                url: format!("{base_url}{}", request.path),
+                body: request.body.clone().map(Bytes::from),
+            })
+            .collect();
+        let cumulative_weights = plan
+            .requests
+            .iter()
+            .scan(0_u64, |total, request| {
+                *total += u64::from(request.weight);
+                Some(*total)
+            })
+            .collect();
+        Shared {
+            client,
+            login: plan.login.clone(),
+            login_url: format!("{base_url}{}", plan.login.path),
+            requests,
+            cumulative_weights,
+            recorder,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            warned_missing_token: AtomicBool::new(false),
+        }
+    }
+
+    /// Picks a request index (into the scenario's requests) by weight.
+    pub fn pick_request(&self, rng: &mut impl Rng) -> usize {
+        let total = *self.cumulative_weights.last().expect("a plan has at least one request");
+        let ticket = rng.gen_range(0..total);
+        self.cumulative_weights.partition_point(|&bound| bound <= ticket)
+    }
+}
+
+/// An arrival of the open model: when it should start and which request it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub intended: Instant,
+    pub request: usize,
+}
+
+struct Token {
+    /// The prebuilt `Bearer …` header, marked sensitive so it never prints.
+    header: HeaderValue,
+    refresh_at: Option<Instant>,
+}
+
+/// Why a login did not yield a token, for the start-up check and the logs.
+/// Holds no secret: the server's message and status only.
+#[derive(Debug, Clone)]
+pub struct LoginFailure {
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+enum Response {
+    Received { status: StatusCode, envelope: Envelope },
+    Failed(Outcome),
+}
+
+pub struct VirtualUser {
+    id: usize,
+    shared: Arc<Shared>,
+    credential: Credential,
+    token: Option<Token>,
+    had_token: bool,
+    next_login_at: Option<Instant>,
+    failed_logins_in_row: u32,
+    rng: SmallRng,
+}
+
+impl VirtualUser {
+    pub fn new(id: usize, shared: Arc<Shared>, seed: u64) -> Self {
+        let credentials = &shared.login.credentials;
+        let credential = credentials[id % credentials.len()].clone();
+        VirtualUser {
+            id,
+            shared,
+            credential,
+            token: None,
+            had_token: false,
+            next_login_at: None,
+            failed_logins_in_row: 0,
+            rng: SmallRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        }
+    }
+
+    pub fn username(&self) -> &str {
+        &self.credential.username
+    }
+
+    /// Closed model: loops until `deadline` or the stop signal. With `pacing`,
+    /// iterations start at most once per pacing interval.
+    pub async fn run_closed(mut self, start_delay: Duration, deadline: Instant, pacing: Option<Duration>) {
+        if !self.sleep_until(Instant::now() + start_delay).await {
+            return;
+        }
+        while !self.shared.stop.is_cancelled() && Instant::now() < deadline {
+            let iteration_start = Instant::now();
+            if !self.ensure_token().await {
+                let retry_at = self.next_login_at.unwrap_or(iteration_start + MIN_LOGIN_BACKOFF);
+                self.sleep_until(retry_at.min(deadline)).await;
+                continue;
+            }
+            let request = self.shared.pick_request(&mut self.rng);
+            let sample = self.execute(request, None).await;
+            self.shared.recorder.record(self.id, &sample);
+            if let Some(pacing) = pacing {
+                self.sleep_until((iteration_start + pacing).min(deadline)).await;
+            }
+        }
+    }
+
+    /// Open model: serves arrivals from the queue until it is closed and
+    /// empty, or the stop signal comes.
+    pub async fn run_open(mut self, arrivals: async_channel::Receiver<Arrival>) {
+        loop {
+            let arrival = tokio::select! {
+                biased;
+                _ = self.shared.stop.cancelled() => return,
+                arrival = arrivals.recv() => match arrival {
+                    Ok(arrival) => arrival,
+                    Err(_) => return,
+                },
+            };
+            let sample = if self.ensure_token().await {
+                self.execute(arrival.request, Some(arrival.intended)).await
+            } else {
+                not_sent(arrival.request, NotSentReason::LoginFailed)
+            };
+            self.shared.recorder.record(self.id, &sample);
+        }
+    }
+
+    /// Sleeps until `at`; returns false if the stop signal came first.
+    async fn sleep_until(&self, at: Instant) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => true,
+            _ = self.shared.stop.cancelled() => false,
+        }
+    }
+
+    /// Makes sure the user holds a usable token, logging in when it has none
+    /// or its refresh time has come. Returns false when it has no usable token.
+    async fn ensure_token(&mut self) -> bool {
+        let now = Instant::now();
+        let reason = match &self.token {
+            Some(token) if token.refresh_at.map_or(true, |at| now < at) => return true,
+            Some(_) => LoginReason::RefreshBeforeExpiry,
+            None if self.had_token => LoginReason::AfterUnauthorized,
+            None => LoginReason::Initial,
+        };
+        if self.next_login_at.is_some_and(|at| now < at) {
+            // Still backing off; an old token that has not expired is still usable.
+            return self.token.is_some();
+        }
+        self.login(reason).await.is_ok() || self.token.is_some()
+    }
+
+    /// Logs in, records the attempt as a sample of the login endpoint, and
+    /// keeps the token. On failure the user backs off with jitter.
+    pub async fn login(&mut self, reason: LoginReason) -> Result<(), LoginFailure> {
+        let result = self.try_login().await;
+        match &result {
+            Ok(()) => {
+                self.had_token = true;
+                self.failed_logins_in_row = 0;
+                self.next_login_at = None;
+            }
+            Err(_) => {
+                if reason == LoginReason::AfterUnauthorized {
+                    self.token = None;
+                }
+                let backoff = MIN_LOGIN_BACKOFF.saturating_mul(1 << self.failed_logins_in_row.min(3)).min(MAX_LOGIN_BACKOFF);
+                let jitter = self.rng.gen_range(0.75..1.25);
+                self.next_login_at = Some(Instant::now() + backoff.mul_f64(jitter));
+                self.failed_logins_in_row += 1;
+            }
+        }
+        self.shared.recorder.record_login(self.id, reason, result.is_ok());
+        result
+    }
+
+    async fn try_login(&mut self) -> Result<(), LoginFailure> {
+        let login = &self.shared.login;
+        let mut body = serde_json::Map::new();
+        body.insert(login.username_field.clone(), self.credential.username.clone().into());
+        body.insert(login.password_field.clone(), self.credential.password.expose().into());
+        let body = serde_json::to_vec(&body).expect("a map of strings serialises");
+
+        let sent = Instant::now();
+        let request = self
+            .shared
+            .client
+            .post(&self.shared.login_url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send();
+        let result = tokio::select! {
+            result = receive(request) => result,
+            _ = self.shared.abort.cancelled() => Err((Outcome::Cancelled, "run aborted".to_string())),
+        };
+        let elapsed_us = duration_us(sent.elapsed());
+        let mut sample = Sample {
+            endpoint: LOGIN_ENDPOINT,
+            outcome: Outcome::Ok,
+            response_time_us: elapsed_us,
+            service_time_us: elapsed_us,
+            server_time: ServerTime::Missing,
+        };
+        let outcome = match result {
+            Err((outcome, detail)) => Err(LoginFailure { outcome, detail }),
+            Ok((status, bytes)) => {
+                sample.server_time = parse_envelope(&bytes).server_time;
+                self.accept_login_response(status, &bytes)
+            }
+        };
+        if let Err(failure) = &outcome {
+            sample.outcome = failure.outcome;
+        }
+        self.shared.recorder.record(self.id, &sample);
+        outcome
+    }
+
+    fn accept_login_response(&mut self, status: StatusCode, bytes: &[u8]) -> Result<(), LoginFailure> {
+        let body: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
+        let message = body
+            .as_ref()
+            .and_then(|body| body.get("message"))
+            .and_then(|message| message.as_str())
+            .map(|message| message.chars().take(200).collect::<String>())
+            .unwrap_or_default();
+        if !status.is_success() {
+            return Err(LoginFailure {
+                outcome: Outcome::HttpError(status.as_u16()),
+                detail: format!("HTTP {status}: {message}"),
+            });
+        }
+        if body.as_ref().and_then(|body| body.get("success")) == Some(&serde_json::Value::Bool(false)) {
+            return Err(LoginFailure { outcome: Outcome::AppError, detail: format!("success: false: {message}") });
+        }
+        let pointer = &self.shared.login.token_pointer;
+        let token = body
+            .as_ref()
+            .and_then(|body| body.pointer(pointer))
+            .and_then(|token| token.as_str())
+            .filter(|token| !token.is_empty());
+        let Some(token) = token else {
+            if !self.shared.warned_missing_token.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "warning: the login response has no non-empty string at {pointer}; set login.token_pointer to where the token is"
+                );
+            }
+            return Err(LoginFailure {
+                outcome: Outcome::AppError,
+                detail: format!("no token at {pointer} in the login response"),
+            });
+        };
+        let Ok(mut header) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+            return Err(LoginFailure {
+                outcome: Outcome::AppError,
+                detail: "the token contains characters not allowed in an HTTP header".into(),
+            });
+        };
+        header.set_sensitive(true);
+        let refresh_at = jwt_expiry(token).map(|exp| self.refresh_time(exp));
+        self.token = Some(Token { header, refresh_at });
+        Ok(())
+    }
+
+    /// When to log in again for a token expiring at `exp` (Unix seconds): the
+    /// configured margin before it, at most a tenth of the remaining lifetime.
+    fn refresh_time(&self, exp: u64) -> Instant {
+        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let remaining = Duration::from_secs(exp).saturating_sub(now_unix);
+        let margin = self.shared.login.refresh_before_expiry.min(remaining / 10);
+        Instant::now() + remaining.saturating_sub(margin)
+    }
+
+    /// Sends request `index` and classifies the result. Client latency runs
+    /// from `intended` when given (open model), otherwise from the first send.
+    /// A 401 triggers one login and one retry; the retry's result counts.
+    async fn execute(&mut self, index: usize, intended: Option<Instant>) -> Sample {
+        let mut first_send = None;
+        let mut retried = false;
+        loop {
+            let Some(token) = &self.token else {
+                return not_sent(index + 1, NotSentReason::LoginFailed);
+            };
+            let sent = Instant::now();
+            let origin = intended.unwrap_or(*first_send.get_or_insert(sent));
+            let request = &self.shared.requests[index];
+            let mut builder = self.shared.client.request(request.method.clone(), &request.url).header(AUTHORIZATION, token.header.clone());
+            if let Some(body) = &request.body {
+                builder = builder.header(CONTENT_TYPE, "application/json").body(body.clone());
+            }
+            let response = tokio::select! {
+                result = receive(builder.send()) => match result {
+                    Ok((status, bytes)) => Response::Received { status, envelope: parse_envelope(&bytes) },
+                    Err((outcome, _)) => Response::Failed(outcome),
+                },
+                _ = self.shared.abort.cancelled() => Response::Failed(Outcome::Cancelled),
+            };
+            let done = Instant::now();
+            let (outcome, server_time) = match response {
+                Response::Received { status, .. } if status == StatusCode::UNAUTHORIZED && !retried => {
+                    retried = true;
+                    self.token = None;
+                    if self.login(LoginReason::AfterUnauthorized).await.is_ok() {
+                        continue;
+                    }
+                    (Outcome::HttpError(status.as_u16()), ServerTime::Missing)
+                }
+                Response::Received { status, envelope } => (classify(status, &envelope), envelope.server_time),
+                Response::Failed(outcome) => (outcome, ServerTime::Missing),
+            };
+            return Sample {
+                endpoint: index + 1,
+                outcome,
+                response_time_us: duration_us(done.saturating_duration_since(origin)),
+                service_time_us: duration_us(done - sent),
+                server_time,
+            };
+        }
+    }
+}
+
+fn not_sent(endpoint: usize, reason: NotSentReason) -> Sample {
+    Sample {
+        endpoint,
+        outcome: Outcome::NotSent(reason),
+        response_time_us: 0,
+        service_time_us: 0,
+        server_time: ServerTime::Missing,
+    }
+}
+
+/// The outcome of a response that arrived in full.
+fn classify(status: StatusCode, envelope: &Envelope) -> Outcome {
+    if !status.is_success() {
+        Outcome::HttpError(status.as_u16())
+    } else if envelope.success == Some(false) {
+        Outcome::AppError
+    } else {
+        Outcome::Ok
+    }
+}
+
+/// Waits for the status and the whole body. Errors are classified into
+/// outcomes, with a description that holds no request data.
+async fn receive(
+    send: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+) -> Result<(StatusCode, Bytes), (Outcome, String)> {
+    let response = send.await.map_err(transport_outcome)?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(transport_outcome)?;
+    Ok((status, bytes))
+}
+
+fn transport_outcome(error: reqwest::Error) -> (Outcome, String) {
+    let outcome = if error.is_connect() {
+        Outcome::ConnectError
+    } else if error.is_timeout() {
+        Outcome::Timeout
+    } else {
+        Outcome::TransportError
+    };
+    (outcome, describe_error(error))
+}
+
+/// Describes a reqwest error with its causes; reqwest's messages carry the URL
+/// but never headers or bodies, so no token or password can appear.
+pub fn describe_error(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
