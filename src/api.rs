@@ -24,7 +24,11 @@ pub struct Envelope {
 
 impl Envelope {
     /// The envelope of a body that is not a JSON object.
-    pub const NOT_JSON: Envelope = Envelope { success: None, status_code: None, server_time: ServerTime::Missing };
+    pub const NOT_JSON: Envelope = Envelope {
+        success: None,
+        status_code: None,
+        server_time: ServerTime::Missing,
+    };
 }
 
 #[derive(Deserialize)]
@@ -49,14 +53,22 @@ pub fn parse_envelope(body: &[u8]) -> Envelope {
     let Ok(wire) = serde_json::from_slice::<EnvelopeWire<'_>>(body) else {
         return Envelope::NOT_JSON;
     };
-    let success = wire.success.and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok());
-    let status_code = wire.status_code.and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok());
+    let success = wire
+        .success
+        .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok());
+    let status_code = wire
+        .status_code
+        .and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok());
     let server_time = wire
         .api_cost
         .and_then(|raw| serde_json::from_str::<ApiCostWire<'_>>(raw.get()).ok())
         .and_then(|cost| cost.duration)
         .map_or(ServerTime::Missing, |raw| parse_duration_seconds(raw.get()));
-    Envelope { success, status_code, server_time }
+    Envelope {
+        success,
+        status_code,
+        server_time,
+    }
 }
 
 /// Converts the raw JSON text of `apiCost.duration` (seconds) to microseconds.
@@ -67,7 +79,10 @@ pub fn parse_envelope(body: &[u8]) -> Envelope {
 /// negative values, non-finite values and values above one hour are missing.
 pub fn parse_duration_seconds(raw: &str) -> ServerTime {
     let text = raw.trim();
-    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
     let Ok(seconds) = text.trim().parse::<f64>() else {
         return ServerTime::Missing;
     };
@@ -85,7 +100,9 @@ pub fn jwt_expiry(token: &str) -> Option<u64> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     let payload = payload.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
 
     #[derive(Deserialize)]
     struct Claims {
@@ -93,7 +110,11 @@ pub fn jwt_expiry(token: &str) -> Option<u64> {
     }
     let claims: Claims = serde_json::from_slice(&bytes).ok()?;
     let exp = claims.exp?;
-    exp.as_u64().or_else(|| exp.as_f64().filter(|value| *value >= 0.0).map(|value| value as u64))
+    exp.as_u64().or_else(|| {
+        exp.as_f64()
+            .filter(|value| *value >= 0.0)
+            .map(|value| value as u64)
+    })
 }
 
 /// Formats a wall-clock time the way `apiCost.start` and `finish` are written:
@@ -124,8 +145,19 @@ mod tests {
 
     #[test]
     fn duration_spellings_agree() {
-        for spelling in ["0.078", "7.8e-2", "78e-3", "0.0780000", "7.8E-2", "\"0.078\""] {
-            assert_eq!(parse_duration_seconds(spelling), ServerTime::Reported(78_000), "{spelling}");
+        for spelling in [
+            "0.078",
+            "7.8e-2",
+            "78e-3",
+            "0.0780000",
+            "7.8E-2",
+            "\"0.078\"",
+        ] {
+            assert_eq!(
+                parse_duration_seconds(spelling),
+                ServerTime::Reported(78_000),
+                "{spelling}"
+            );
         }
         assert_eq!(parse_duration_seconds("1e-6"), ServerTime::Reported(1));
     }
@@ -139,7 +171,14 @@ mod tests {
 
     #[test]
     fn garbled_bodies_do_not_fail() {
-        for body in ["", "<html>", "{\"success\": false", "[1,2]", "{\"apiCost\": null}", "{\"apiCost\": 3}"] {
+        for body in [
+            "",
+            "<html>",
+            "{\"success\": false",
+            "[1,2]",
+            "{\"apiCost\": null}",
+            "{\"apiCost\": 3}",
+        ] {
             let envelope = parse_envelope(body.as_bytes());
             assert_eq!(envelope.server_time, ServerTime::Missing, "{body}");
         }
@@ -147,14 +186,21 @@ mod tests {
 
     #[test]
     fn success_false_is_read_only_from_boolean() {
-        assert_eq!(parse_envelope(br#"{"success": false}"#).success, Some(false));
+        assert_eq!(
+            parse_envelope(br#"{"success": false}"#).success,
+            Some(false)
+        );
         assert_eq!(parse_envelope(br#"{"success": "false"}"#).success, None);
     }
 
     #[test]
     fn jwt_expiry_reads_exp_claim() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"u","exp":1767225600}"#);
-        assert_eq!(jwt_expiry(&format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig")), Some(1_767_225_600));
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"u","exp":1767225600}"#);
+        assert_eq!(
+            jwt_expiry(&format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig")),
+            Some(1_767_225_600)
+        );
         assert_eq!(jwt_expiry("opaque-token"), None);
         assert_eq!(jwt_expiry("a.!!!.c"), None);
     }

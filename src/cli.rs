@@ -128,7 +128,11 @@ async fn run(args: RunArgs) -> i32 {
     }
     let options = RunOptions {
         target_override: args.target.clone(),
-        progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
+        progress: if args.quiet {
+            ProgressMode::Quiet
+        } else {
+            ProgressMode::detect()
+        },
         handle_signals: true,
         seed: args.seed,
         ..RunOptions::default()
@@ -141,11 +145,15 @@ async fn run(args: RunArgs) -> i32 {
         }
     };
     let summary = Summary::new(&result);
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| report::default_report_dir(&result.plan.output_dir, &result.plan.name, result.started_at));
-    let written = report::write_all(&result, &summary, &dir).with_context(|| format!("writing the reports to {}", dir.display()));
+    let dir = args.out.clone().unwrap_or_else(|| {
+        report::default_report_dir(
+            &result.plan.output_dir,
+            &result.plan.name,
+            result.started_at,
+        )
+    });
+    let written = report::write_all(&result, &summary, &dir)
+        .with_context(|| format!("writing the reports to {}", dir.display()));
     report::print_summary(&summary, Some(&dir));
     if let Err(error) = written {
         eprintln!("error: {error:#}");
@@ -161,7 +169,11 @@ async fn run(args: RunArgs) -> i32 {
 }
 
 fn check_target_flag(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|error| format!("--target {url:?} is not a valid URL ({error}); write it like http://127.0.0.1:8080"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|error| {
+        format!(
+            "--target {url:?} is not a valid URL ({error}); write it like http://127.0.0.1:8080"
+        )
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
         return Err(format!("--target {url:?} must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080"));
     }
@@ -173,7 +185,9 @@ async fn serve(args: ServeArgs) -> i32 {
         eprintln!("error: --bind {} is not a loopback address; the demo target only listens on 127.0.0.0/8 or ::1", args.bind);
         return exit_code::BAD_INPUT;
     }
-    let service_time = ServiceTime::Constant { ms: args.service_time_ms };
+    let service_time = ServiceTime::Constant {
+        ms: args.service_time_ms,
+    };
     if let Err(problem) = service_time.validate() {
         eprintln!("error: --service-time-ms: {problem}");
         return exit_code::BAD_INPUT;
@@ -182,18 +196,26 @@ async fn serve(args: ServeArgs) -> i32 {
         eprintln!("error: --token-lifetime-s must be at least 1");
         return exit_code::BAD_INPUT;
     }
-    let mut config = target::Config { token_lifetime: Duration::from_secs(args.token_lifetime_s), ..target::Config::default() };
+    let mut config = target::Config {
+        token_lifetime: Duration::from_secs(args.token_lifetime_s),
+        ..target::Config::default()
+    };
     config.service_times.set_all(service_time);
     let users = config.users;
     let target = match DemoTarget::start(config, SocketAddr::new(args.bind, args.port)).await {
         Ok(target) => target,
         Err(error) => {
-            eprintln!("error: cannot listen on {}:{}: {error}. Pick another --port, or 0 for a free one.", args.bind, args.port);
+            eprintln!(
+                "error: cannot listen on {}:{}: {error}. Pick another --port, or 0 for a free one.",
+                args.bind, args.port
+            );
             return exit_code::SETUP_FAILED;
         }
     };
     println!("listening on {}", target.base_url());
-    println!("demo users: user1@demo.test … user{users}@demo.test, password demo-pass-<N>; Ctrl-C stops");
+    println!(
+        "demo users: user1@demo.test … user{users}@demo.test, password demo-pass-<N>; Ctrl-C stops"
+    );
     let _ = tokio::signal::ctrl_c().await;
     target.stop().await;
     exit_code::OK

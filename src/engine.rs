@@ -21,7 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::load::LoadModel;
-use crate::metrics::{LoginReason, NotSentReason, Outcome, Percentiles, Recorder, Sample, ServerTime, StatsSet};
+use crate::metrics::{
+    LoginReason, NotSentReason, Outcome, Percentiles, Recorder, Sample, ServerTime, StatsSet,
+};
 use crate::scenario::{Plan, TargetPlan};
 use crate::target::DemoTarget;
 use crate::user::{Arrival, LoginFailure, Shared, VirtualUser};
@@ -44,7 +46,11 @@ pub enum SetupError {
     #[error("cannot reach the target at {url}: {detail}. Check that the server is running and that target.base_url (or --target) is right.")]
     Unreachable { url: String, detail: String },
     #[error("the first login ({username} at {url}) failed: {detail}. Check the credentials and the [login] settings: path, username_field, password_field, token_pointer.")]
-    LoginRejected { username: String, url: String, detail: String },
+    LoginRejected {
+        username: String,
+        url: String,
+        detail: String,
+    },
 }
 
 /// How progress is shown while the run goes on.
@@ -170,7 +176,10 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<RunResult, SetupErro
     result
 }
 
-async fn start_target(plan: &Plan, options: &RunOptions) -> Result<(String, Option<DemoTarget>), SetupError> {
+async fn start_target(
+    plan: &Plan,
+    options: &RunOptions,
+) -> Result<(String, Option<DemoTarget>), SetupError> {
     if let Some(url) = &options.target_override {
         return Ok((url.trim_end_matches('/').to_string(), None));
     }
@@ -178,14 +187,20 @@ async fn start_target(plan: &Plan, options: &RunOptions) -> Result<(String, Opti
         TargetPlan::Url(url) => Ok((url.clone(), None)),
         TargetPlan::Embedded(config) => {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let target = DemoTarget::start(config.clone(), addr).await.map_err(SetupError::EmbeddedTarget)?;
+            let target = DemoTarget::start(config.clone(), addr)
+                .await
+                .map_err(SetupError::EmbeddedTarget)?;
             Ok((target.base_url(), Some(target)))
         }
     }
 }
 
 pub fn endpoint_list(plan: &Plan) -> Vec<EndpointInfo> {
-    let login = EndpointInfo { name: "login".into(), method: "POST".into(), path: plan.login.path.clone() };
+    let login = EndpointInfo {
+        name: "login".into(),
+        method: "POST".into(),
+        path: plan.login.path.clone(),
+    };
     let requests = plan.requests.iter().map(|request| EndpointInfo {
         name: request.name.clone(),
         method: request.method.to_string(),
@@ -207,18 +222,33 @@ fn build_client(plan: &Plan) -> Result<reqwest::Client, SetupError> {
         .map_err(|error| SetupError::Client(crate::user::describe_error(error)))
 }
 
-async fn run_against(plan: Plan, options: &RunOptions, base_url: &str) -> Result<RunResult, SetupError> {
+async fn run_against(
+    plan: Plan,
+    options: &RunOptions,
+    base_url: &str,
+) -> Result<RunResult, SetupError> {
     let endpoints = endpoint_list(&plan);
     let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
-    let shared = Arc::new(Shared::new(&plan, base_url, build_client(&plan)?, Arc::clone(&recorder)));
-    let mut users: Vec<VirtualUser> =
-        (0..plan.load.users()).map(|id| VirtualUser::new(id, Arc::clone(&shared), options.seed)).collect();
+    let shared = Arc::new(Shared::new(
+        &plan,
+        base_url,
+        build_client(&plan)?,
+        Arc::clone(&recorder),
+    ));
+    let mut users: Vec<VirtualUser> = (0..plan.load.users())
+        .map(|id| VirtualUser::new(id, Arc::clone(&shared), options.seed))
+        .collect();
 
     // The first user's login doubles as the check that the target is up and
     // the login settings work; its token is kept, so it counts as that user's login.
     let first = &mut users[0];
     if let Err(failure) = first.login(LoginReason::Initial).await {
-        return Err(setup_error(failure, first.username(), base_url, &plan.login.path));
+        return Err(setup_error(
+            failure,
+            first.username(),
+            base_url,
+            &plan.login.path,
+        ));
     }
     if options.handle_signals {
         spawn_signal_listener(options.interrupt.clone(), shared.abort.clone());
@@ -244,7 +274,12 @@ async fn run_against(plan: Plan, options: &RunOptions, base_url: &str) -> Result
     let mut tasks = JoinSet::new();
     let mut queue = None;
     match &plan.load {
-        LoadModel::Closed { users: count, pacing, ramp_up, .. } => {
+        LoadModel::Closed {
+            users: count,
+            pacing,
+            ramp_up,
+            ..
+        } => {
             for (index, user) in users.into_iter().enumerate() {
                 let delay = ramp_up.mul_f64(index as f64 / *count as f64);
                 tasks.spawn(user.run_closed(delay, end_of_load, *pacing));
@@ -277,7 +312,8 @@ async fn run_against(plan: Plan, options: &RunOptions, base_url: &str) -> Result
         }
     }
 
-    let partial_reason = wait_for_users(&mut tasks, &shared, &plan, end_of_load, &options.interrupt).await;
+    let partial_reason =
+        wait_for_users(&mut tasks, &shared, &plan, end_of_load, &options.interrupt).await;
 
     if let Some(queue) = queue {
         // Arrivals nobody picked up before the end were intended but never sent.
@@ -308,11 +344,23 @@ async fn run_against(plan: Plan, options: &RunOptions, base_url: &str) -> Result
     })
 }
 
-fn setup_error(failure: LoginFailure, username: &str, base_url: &str, login_path: &str) -> SetupError {
+fn setup_error(
+    failure: LoginFailure,
+    username: &str,
+    base_url: &str,
+    login_path: &str,
+) -> SetupError {
     let url = format!("{base_url}{login_path}");
     match failure.outcome {
-        Outcome::ConnectError | Outcome::Timeout => SetupError::Unreachable { url, detail: failure.detail },
-        _ => SetupError::LoginRejected { username: username.to_string(), url, detail: failure.detail },
+        Outcome::ConnectError | Outcome::Timeout => SetupError::Unreachable {
+            url,
+            detail: failure.detail,
+        },
+        _ => SetupError::LoginRejected {
+            username: username.to_string(),
+            url,
+            detail: failure.detail,
+        },
     }
 }
 
@@ -325,7 +373,10 @@ async fn log_in_all(users: Vec<VirtualUser>) -> Vec<VirtualUser> {
     for mut user in users {
         let permits = Arc::clone(&permits);
         logins.spawn(async move {
-            let _permit = permits.acquire().await.expect("the semaphore is never closed");
+            let _permit = permits
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             let _ = user.login(LoginReason::Initial).await;
             user
         });
@@ -385,7 +436,9 @@ fn spawn_signal_listener(interrupt: CancellationToken, abort: CancellationToken)
                 eprintln!("\ninterrupted: stopping new requests, letting in-flight ones finish for up to {} s (interrupt again to stop at once)", INTERRUPT_GRACE.as_secs());
                 interrupt.cancel();
             } else {
-                eprintln!("interrupted again: abandoning in-flight requests and writing the reports");
+                eprintln!(
+                    "interrupted again: abandoning in-flight requests and writing the reports"
+                );
                 interrupt.cancel();
                 abort.cancel();
                 return;
@@ -470,21 +523,32 @@ impl Progress {
         let bar = (mode == ProgressMode::Bar).then(|| {
             let bar = indicatif::ProgressBar::new(planned.as_secs().max(1));
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} s  {msg}")
-                    .expect("the progress template is valid")
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} s  {msg}",
+                )
+                .expect("the progress template is valid")
+                .progress_chars("=> "),
             );
             bar
         });
         // Non-TTY logs get about twenty lines per run, at most one per second.
         let line_every = Duration::from_secs((planned.as_secs() / 20).clamp(1, 30));
-        Progress { mode, bar, last_line: Instant::now(), line_every }
+        Progress {
+            mode,
+            bar,
+            last_line: Instant::now(),
+            line_every,
+        }
     }
 
     fn update(&mut self, snapshot: &IntervalSnapshot, totals: &StatsSet, elapsed: Duration) {
         let length_s = (snapshot.end_s - snapshot.start_s).max(1e-3);
         let rate = snapshot.all.requests as f64 / length_s;
-        let p99 = snapshot.all.client.p99_ms.map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
+        let p99 = snapshot
+            .all
+            .client
+            .p99_ms
+            .map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
         let all = totals.combined();
         let errors = all.outcomes.errors();
         let sent = all.outcomes.sent().max(1);

@@ -34,11 +34,21 @@ pub struct RateSchedule {
 impl RateSchedule {
     /// Builds a schedule; the caller has checked that every rate is positive and finite.
     pub fn new(start_rate_per_s: f64, stages: Vec<Stage>) -> Self {
-        RateSchedule { start_rate_per_s, stages }
+        RateSchedule {
+            start_rate_per_s,
+            stages,
+        }
     }
 
     pub fn constant(rate_per_s: f64, duration: Duration) -> Self {
-        RateSchedule::new(rate_per_s, vec![Stage { duration, rate_per_s, ramp: Ramp::Step }])
+        RateSchedule::new(
+            rate_per_s,
+            vec![Stage {
+                duration,
+                rate_per_s,
+                ramp: Ramp::Step,
+            }],
+        )
     }
 
     pub fn duration(&self) -> Duration {
@@ -55,7 +65,8 @@ impl RateSchedule {
                 return Some(match stage.ramp {
                     Ramp::Step => stage.rate_per_s,
                     Ramp::Linear => {
-                        let progress = (elapsed - stage_start).as_secs_f64() / stage.duration.as_secs_f64();
+                        let progress =
+                            (elapsed - stage_start).as_secs_f64() / stage.duration.as_secs_f64();
                         previous_rate + (stage.rate_per_s - previous_rate) * progress
                     }
                 });
@@ -90,9 +101,17 @@ impl RateSchedule {
 pub enum LoadModel {
     /// `users` virtual users loop until `duration` has passed. With `pacing`,
     /// each user starts an iteration at most once per pacing interval.
-    Closed { users: usize, duration: Duration, pacing: Option<Duration>, ramp_up: Duration },
+    Closed {
+        users: usize,
+        duration: Duration,
+        pacing: Option<Duration>,
+        ramp_up: Duration,
+    },
     /// Arrivals follow `schedule`; a pool of `users` logged-in users serves them.
-    Open { users: usize, schedule: RateSchedule },
+    Open {
+        users: usize,
+        schedule: RateSchedule,
+    },
 }
 
 impl LoadModel {
@@ -119,8 +138,12 @@ impl LoadModel {
     /// What client latency is measured from, as written in reports.
     pub fn latency_origin(&self) -> &'static str {
         match self {
-            LoadModel::Closed { .. } => "actual send (closed model, no coordinated-omission correction)",
-            LoadModel::Open { .. } => "intended start on the arrival schedule (coordinated-omission safe)",
+            LoadModel::Closed { .. } => {
+                "actual send (closed model, no coordinated-omission correction)"
+            }
+            LoadModel::Open { .. } => {
+                "intended start on the arrival schedule (coordinated-omission safe)"
+            }
         }
     }
 }
@@ -141,7 +164,11 @@ mod tests {
     fn linear_ramp_interpolates() {
         let ramp = RateSchedule::new(
             10.0,
-            vec![Stage { duration: Duration::from_secs(20), rate_per_s: 200.0, ramp: Ramp::Linear }],
+            vec![Stage {
+                duration: Duration::from_secs(20),
+                rate_per_s: 200.0,
+                ramp: Ramp::Linear,
+            }],
         );
         assert_eq!(ramp.rate_at(Duration::ZERO), Some(10.0));
         assert_eq!(ramp.rate_at(Duration::from_secs(10)), Some(105.0));
@@ -156,8 +183,16 @@ mod tests {
         let steps = RateSchedule::new(
             5.0,
             vec![
-                Stage { duration: Duration::from_secs(2), rate_per_s: 5.0, ramp: Ramp::Step },
-                Stage { duration: Duration::from_secs(2), rate_per_s: 50.0, ramp: Ramp::Step },
+                Stage {
+                    duration: Duration::from_secs(2),
+                    rate_per_s: 5.0,
+                    ramp: Ramp::Step,
+                },
+                Stage {
+                    duration: Duration::from_secs(2),
+                    rate_per_s: 50.0,
+                    ramp: Ramp::Step,
+                },
             ],
         );
         assert_eq!(steps.duration(), Duration::from_secs(4));

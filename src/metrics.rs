@@ -120,7 +120,11 @@ impl OutcomeCounts {
 
     /// Requests that were sent and did not succeed.
     pub fn errors(&self) -> u64 {
-        self.http_errors() + self.app_error + self.timeout + self.connect_error + self.transport_error
+        self.http_errors()
+            + self.app_error
+            + self.timeout
+            + self.connect_error
+            + self.transport_error
     }
 
     /// Requests that were sent, whatever their outcome.
@@ -173,14 +177,21 @@ pub struct SignedHistogram {
 
 impl Default for SignedHistogram {
     fn default() -> Self {
-        SignedHistogram { positive: new_histogram(), negative: new_histogram() }
+        SignedHistogram {
+            positive: new_histogram(),
+            negative: new_histogram(),
+        }
     }
 }
 
 impl SignedHistogram {
     pub fn record(&mut self, value_us: i64) {
         let magnitude = value_us.unsigned_abs().min(MAX_LATENCY_US);
-        let histogram = if value_us < 0 { &mut self.negative } else { &mut self.positive };
+        let histogram = if value_us < 0 {
+            &mut self.negative
+        } else {
+            &mut self.positive
+        };
         record_value(histogram, magnitude);
     }
 
@@ -208,11 +219,15 @@ impl SignedHistogram {
             // The rank-th smallest signed value is the (negatives - rank + 1)-th
             // smallest magnitude among the negative values.
             let magnitude_rank = negatives - rank + 1;
-            let magnitude = self.negative.value_at_quantile(magnitude_rank as f64 / negatives as f64);
+            let magnitude = self
+                .negative
+                .value_at_quantile(magnitude_rank as f64 / negatives as f64);
             Some(-(magnitude as i64))
         } else {
             let positives = self.positive.len();
-            let value = self.positive.value_at_quantile((rank - negatives) as f64 / positives as f64);
+            let value = self
+                .positive
+                .value_at_quantile((rank - negatives) as f64 / positives as f64);
             Some(value as i64)
         }
     }
@@ -246,7 +261,8 @@ impl SignedHistogram {
 }
 
 fn add_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
-    into.add(from).expect("auto-resizing histograms with equal precision always merge");
+    into.add(from)
+        .expect("auto-resizing histograms with equal precision always merge");
 }
 
 /// Everything recorded for one endpoint over some span of time. Mergeable:
@@ -403,7 +419,9 @@ pub struct StatsSet {
 impl StatsSet {
     pub fn new(endpoint_count: usize) -> Self {
         StatsSet {
-            endpoints: (0..endpoint_count).map(|_| EndpointStats::default()).collect(),
+            endpoints: (0..endpoint_count)
+                .map(|_| EndpointStats::default())
+                .collect(),
             logins: LoginCounts::default(),
         }
     }
@@ -450,14 +468,18 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(endpoint_count: usize, shard_count: usize) -> Self {
-        let shards = (0..shard_count.max(1)).map(|_| Mutex::new(StatsSet::new(endpoint_count))).collect();
+        let shards = (0..shard_count.max(1))
+            .map(|_| Mutex::new(StatsSet::new(endpoint_count)))
+            .collect();
         Recorder { shards }
     }
 
     fn shard(&self, user: usize) -> std::sync::MutexGuard<'_, StatsSet> {
         let shard = &self.shards[user % self.shards.len()];
         // A poisoned shard only means a panic elsewhere; its counts are still valid.
-        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn record(&self, user: usize, sample: &Sample) {
@@ -538,14 +560,24 @@ mod tests {
     use super::*;
 
     fn sample(outcome: Outcome, client_us: u64, server: ServerTime) -> Sample {
-        Sample { endpoint: 0, outcome, response_time_us: client_us, service_time_us: client_us, server_time: server }
+        Sample {
+            endpoint: 0,
+            outcome,
+            response_time_us: client_us,
+            service_time_us: client_us,
+            server_time: server,
+        }
     }
 
     #[test]
     fn errors_stay_out_of_success_histogram() {
         let mut stats = EndpointStats::default();
         stats.record(&sample(Outcome::Ok, 10_000, ServerTime::Reported(8_000)));
-        stats.record(&sample(Outcome::HttpError(500), 900_000, ServerTime::Reported(850_000)));
+        stats.record(&sample(
+            Outcome::HttpError(500),
+            900_000,
+            ServerTime::Reported(850_000),
+        ));
         stats.record(&sample(Outcome::Timeout, 1_000_000, ServerTime::Missing));
         assert_eq!(stats.client_ok.len(), 1);
         assert_eq!(stats.client_ok.max(), 10_007);
@@ -558,7 +590,11 @@ mod tests {
     #[test]
     fn not_sent_counts_without_latency() {
         let mut stats = EndpointStats::default();
-        stats.record(&sample(Outcome::NotSent(NotSentReason::RunStopped), 0, ServerTime::Missing));
+        stats.record(&sample(
+            Outcome::NotSent(NotSentReason::RunStopped),
+            0,
+            ServerTime::Missing,
+        ));
         assert_eq!(stats.outcomes.total(), 1);
         assert_eq!(stats.outcomes.sent(), 0);
         assert!(stats.client_error.is_empty());
@@ -601,7 +637,11 @@ mod tests {
     #[test]
     fn values_above_one_hour_are_clamped() {
         let mut stats = EndpointStats::default();
-        stats.record(&sample(Outcome::Ok, MAX_LATENCY_US * 2, ServerTime::Missing));
+        stats.record(&sample(
+            Outcome::Ok,
+            MAX_LATENCY_US * 2,
+            ServerTime::Missing,
+        ));
         // Both the response time and the service time were above one hour.
         assert_eq!(stats.clamped, 2);
         assert!(stats.client_ok.max() >= MAX_LATENCY_US);

@@ -152,7 +152,10 @@ struct TimeoutSection {
 
 impl Default for TimeoutSection {
     fn default() -> Self {
-        TimeoutSection { request_s: Spanned::new(0..0, 30.0), connect_s: Spanned::new(0..0, 5.0) }
+        TimeoutSection {
+            request_s: Spanned::new(0..0, 30.0),
+            connect_s: Spanned::new(0..0, 5.0),
+        }
     }
 }
 
@@ -164,7 +167,9 @@ struct OutputSection {
 
 impl Default for OutputSection {
     fn default() -> Self {
-        OutputSection { dir: "reports".into() }
+        OutputSection {
+            dir: "reports".into(),
+        }
     }
 }
 
@@ -203,7 +208,8 @@ pub struct LoginPlan {
     /// JSON pointer (RFC 6901) to the token in the login response.
     pub token_pointer: String,
     /// Log in again this long before the token's `exp`, capped at a tenth of
-    /// the token's lifetime so short-lived tokens are not renewed on every request.
+    /// the token's lifetime so short-lived tokens are not renewed on every
+    /// request. Zero turns early refresh off (log in again only after a 401).
     pub refresh_before_expiry: Duration,
     /// Used round-robin: user `i` logs in as `credentials[i % len]`.
     pub credentials: Vec<Credential>,
@@ -248,7 +254,10 @@ impl Plan {
     /// resolves against the current directory.
     pub fn load(path: &Path) -> Result<Plan, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
-            message: format!("cannot read scenario file {}: {error}. Check the path.", path.display()),
+            message: format!(
+                "cannot read scenario file {}: {error}. Check the path.",
+                path.display()
+            ),
         })?;
         Plan::parse(&text, path)
     }
@@ -256,7 +265,8 @@ impl Plan {
     /// Validates scenario text; `path` is used for messages and relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Plan, ScenarioError> {
         let source = Source { path, text };
-        let file: ScenarioFile = toml::from_str(text).map_err(|error| source.parse_error(&error))?;
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|error| source.parse_error(&error))?;
         Resolver { source }.resolve(file)
     }
 }
@@ -272,7 +282,11 @@ impl Source<'_> {
         let offset = span.start.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map_or(0, |last| last.chars().count())
+            + 1;
         format!("{}:{line}:{column}", self.path.display())
     }
 
@@ -282,7 +296,9 @@ impl Source<'_> {
         } else {
             self.location(span)
         };
-        ScenarioError { message: format!("{location}: {message}") }
+        ScenarioError {
+            message: format!("{location}: {message}"),
+        }
     }
 
     fn parse_error(&self, error: &toml::de::Error) -> ScenarioError {
@@ -296,7 +312,9 @@ impl Source<'_> {
         };
         match error.span() {
             Some(span) => self.error(&span, format!("{message}.{hint}")),
-            None => ScenarioError { message: format!("{}: {message}.{hint}", self.path.display()) },
+            None => ScenarioError {
+                message: format!("{}: {message}.{hint}", self.path.display()),
+            },
         }
     }
 }
@@ -315,11 +333,15 @@ impl Resolver<'_> {
         let login = self.resolve_login(&file.login, &target)?;
         let requests = self.resolve_requests(&file.requests)?;
         let load = self.resolve_load(&file.load)?;
-        let request_timeout = self.positive_seconds("timeouts.request_s", &file.timeouts.request_s)?;
-        let connect_timeout = self.positive_seconds("timeouts.connect_s", &file.timeouts.connect_s)?;
+        let request_timeout =
+            self.positive_seconds("timeouts.request_s", &file.timeouts.request_s)?;
+        let connect_timeout =
+            self.positive_seconds("timeouts.connect_s", &file.timeouts.connect_s)?;
         let checks = Checks {
-            max_error_percent: self.optional_check("checks.max_error_percent", &file.checks.max_error_percent)?,
-            max_client_p99_ms: self.optional_check("checks.max_client_p99_ms", &file.checks.max_client_p99_ms)?,
+            max_error_percent: self
+                .optional_check("checks.max_error_percent", &file.checks.max_error_percent)?,
+            max_client_p99_ms: self
+                .optional_check("checks.max_client_p99_ms", &file.checks.max_client_p99_ms)?,
         };
         Ok(Plan {
             name,
@@ -336,14 +358,22 @@ impl Resolver<'_> {
     }
 
     fn default_name(&self) -> String {
-        let stem = self.source.path.file_stem().and_then(|stem| stem.to_str()).unwrap_or("scenario");
+        let stem = self
+            .source
+            .path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or("scenario");
         sanitize_name(stem)
     }
 
     fn check_name(&self, name: &Spanned<String>) -> Result<String, ScenarioError> {
         let value = name.get_ref();
         if value.trim().is_empty() {
-            return Err(self.source.error(&name.span(), "`name` is empty. Give the scenario a short name, e.g. name = \"checkout\"."));
+            return Err(self.source.error(
+                &name.span(),
+                "`name` is empty. Give the scenario a short name, e.g. name = \"checkout\".",
+            ));
         }
         Ok(sanitize_name(value))
     }
@@ -351,7 +381,9 @@ impl Resolver<'_> {
     fn resolve_target(&self, target: &TargetSection) -> Result<TargetPlan, ScenarioError> {
         let base_url = target.base_url.get_ref().trim();
         if base_url == "embedded" {
-            return Ok(TargetPlan::Embedded(self.resolve_embedded(&target.embedded)?));
+            return Ok(TargetPlan::Embedded(
+                self.resolve_embedded(&target.embedded)?,
+            ));
         }
         let span = target.base_url.span();
         let url = reqwest::Url::parse(base_url).map_err(|error| {
@@ -369,13 +401,19 @@ impl Resolver<'_> {
         Ok(TargetPlan::Url(base_url.trim_end_matches('/').to_string()))
     }
 
-    fn resolve_embedded(&self, embedded: &EmbeddedSection) -> Result<target::Config, ScenarioError> {
+    fn resolve_embedded(
+        &self,
+        embedded: &EmbeddedSection,
+    ) -> Result<target::Config, ScenarioError> {
         let mut config = target::Config::default();
         if let Some(lifetime) = &embedded.token_lifetime_s {
-            config.token_lifetime = self.positive_seconds("target.embedded.token_lifetime_s", lifetime)?;
+            config.token_lifetime =
+                self.positive_seconds("target.embedded.token_lifetime_s", lifetime)?;
         }
         if let Some(service_time) = &embedded.service_time {
-            config.service_times.set_all(self.check_service_time("target.embedded.service_time", service_time)?);
+            config
+                .service_times
+                .set_all(self.check_service_time("target.embedded.service_time", service_time)?);
         }
         for (endpoint, service_time) in &embedded.endpoints {
             let key = format!("target.embedded.endpoints.{}", endpoint.get_ref());
@@ -394,15 +432,23 @@ impl Resolver<'_> {
         Ok(config)
     }
 
-    fn check_service_time(&self, key: &str, value: &Spanned<ServiceTime>) -> Result<ServiceTime, ScenarioError> {
-        value
-            .get_ref()
-            .validate()
-            .map_err(|problem| self.source.error(&value.span(), format!("`{key}`: {problem}")))?;
+    fn check_service_time(
+        &self,
+        key: &str,
+        value: &Spanned<ServiceTime>,
+    ) -> Result<ServiceTime, ScenarioError> {
+        value.get_ref().validate().map_err(|problem| {
+            self.source
+                .error(&value.span(), format!("`{key}`: {problem}"))
+        })?;
         Ok(*value.get_ref())
     }
 
-    fn resolve_login(&self, login: &LoginSection, target: &TargetPlan) -> Result<LoginPlan, ScenarioError> {
+    fn resolve_login(
+        &self,
+        login: &LoginSection,
+        target: &TargetPlan,
+    ) -> Result<LoginPlan, ScenarioError> {
         if !login.path.starts_with('/') {
             return Err(ScenarioError {
                 message: format!(
@@ -449,7 +495,10 @@ impl Resolver<'_> {
         })
     }
 
-    fn load_credentials(&self, section: &Spanned<CredentialsSection>) -> Result<Vec<Credential>, ScenarioError> {
+    fn load_credentials(
+        &self,
+        section: &Spanned<CredentialsSection>,
+    ) -> Result<Vec<Credential>, ScenarioError> {
         let span = section.span();
         let fields = section.get_ref();
         match (&fields.csv, &fields.username_env, &fields.password_env) {
@@ -480,7 +529,10 @@ impl Resolver<'_> {
         }
     }
 
-    fn resolve_requests(&self, requests: &[RequestSection]) -> Result<Vec<RequestPlan>, ScenarioError> {
+    fn resolve_requests(
+        &self,
+        requests: &[RequestSection],
+    ) -> Result<Vec<RequestPlan>, ScenarioError> {
         if requests.is_empty() {
             return Err(ScenarioError {
                 message: format!(
@@ -524,8 +576,17 @@ impl Resolver<'_> {
                     format!("`weight` must be a whole number from 1 to 1000000, got {weight}."),
                 ));
             }
-            let body = request.body.as_ref().map(|body| serde_json::to_vec(body).expect("TOML values serialise as JSON"));
-            plans.push(RequestPlan { name, method, path: path.clone(), body, weight: weight as u32 });
+            let body = request
+                .body
+                .as_ref()
+                .map(|body| serde_json::to_vec(body).expect("TOML values serialise as JSON"));
+            plans.push(RequestPlan {
+                name,
+                method,
+                path: path.clone(),
+                body,
+                weight: weight as u32,
+            });
         }
         Ok(plans)
     }
@@ -542,8 +603,15 @@ impl Resolver<'_> {
         }
     }
 
-    fn resolve_closed(&self, load: &LoadSection, span: &Range<usize>) -> Result<LoadModel, ScenarioError> {
-        for (key, present) in [("rate_per_s", load.rate_per_s.is_some()), ("stages", !load.stages.is_empty())] {
+    fn resolve_closed(
+        &self,
+        load: &LoadSection,
+        span: &Range<usize>,
+    ) -> Result<LoadModel, ScenarioError> {
+        for (key, present) in [
+            ("rate_per_s", load.rate_per_s.is_some()),
+            ("stages", !load.stages.is_empty()),
+        ] {
             if present {
                 return Err(self.source.error(
                     span,
@@ -561,11 +629,23 @@ impl Resolver<'_> {
             Some(ramp_up) => self.non_negative_seconds("load.ramp_up_s", ramp_up)?,
             None => Duration::ZERO,
         };
-        Ok(LoadModel::Closed { users, duration, pacing, ramp_up })
+        Ok(LoadModel::Closed {
+            users,
+            duration,
+            pacing,
+            ramp_up,
+        })
     }
 
-    fn resolve_open(&self, load: &LoadSection, span: &Range<usize>) -> Result<LoadModel, ScenarioError> {
-        for (key, present) in [("pacing_ms", load.pacing_ms.is_some()), ("ramp_up_s", load.ramp_up_s.is_some())] {
+    fn resolve_open(
+        &self,
+        load: &LoadSection,
+        span: &Range<usize>,
+    ) -> Result<LoadModel, ScenarioError> {
+        for (key, present) in [
+            ("pacing_ms", load.pacing_ms.is_some()),
+            ("ramp_up_s", load.ramp_up_s.is_some()),
+        ] {
             if present {
                 return Err(self.source.error(
                     span,
@@ -592,19 +672,29 @@ impl Resolver<'_> {
             for (index, stage) in load.stages.iter().enumerate() {
                 let key = format!("load.stages[{index}]");
                 let stage = stage.get_ref();
-                let duration = self.positive_seconds(&format!("{key}.duration_s"), &stage.duration_s)?;
-                let rate_per_s = self.positive_rate(&format!("{key}.rate_per_s"), &stage.rate_per_s)?;
-                let ramp = match stage.ramp.as_ref().map(|ramp| (ramp.get_ref().as_str(), ramp.span())) {
+                let duration =
+                    self.positive_seconds(&format!("{key}.duration_s"), &stage.duration_s)?;
+                let rate_per_s =
+                    self.positive_rate(&format!("{key}.rate_per_s"), &stage.rate_per_s)?;
+                let ramp = match stage
+                    .ramp
+                    .as_ref()
+                    .map(|ramp| (ramp.get_ref().as_str(), ramp.span()))
+                {
                     None | Some(("step", _)) => Ramp::Step,
                     Some(("linear", _)) => Ramp::Linear,
-                    Some((other, ramp_span)) => {
-                        return Err(self.source.error(
-                            &ramp_span,
-                            format!("`{key}.ramp` = {other:?} is not a ramp. Use \"step\" or \"linear\"."),
-                        ))
-                    }
+                    Some((other, ramp_span)) => return Err(self.source.error(
+                        &ramp_span,
+                        format!(
+                            "`{key}.ramp` = {other:?} is not a ramp. Use \"step\" or \"linear\"."
+                        ),
+                    )),
                 };
-                stages.push(Stage { duration, rate_per_s, ramp });
+                stages.push(Stage {
+                    duration,
+                    rate_per_s,
+                    ramp,
+                });
             }
             RateSchedule::new(start_rate, stages)
         };
@@ -613,7 +703,10 @@ impl Resolver<'_> {
 
     fn users(&self, load: &LoadSection, span: &Range<usize>) -> Result<usize, ScenarioError> {
         let Some(users) = &load.users else {
-            return Err(self.source.error(span, "`load.users` is missing: set how many virtual users to run, e.g. users = 10."));
+            return Err(self.source.error(
+                span,
+                "`load.users` is missing: set how many virtual users to run, e.g. users = 10.",
+            ));
         };
         let count = *users.get_ref();
         if !(1..=100_000).contains(&count) {
@@ -636,10 +729,20 @@ impl Resolver<'_> {
         Ok(value)
     }
 
-    fn required_seconds(&self, key: &str, value: &Option<Spanned<f64>>, span: &Range<usize>) -> Result<Duration, ScenarioError> {
+    fn required_seconds(
+        &self,
+        key: &str,
+        value: &Option<Spanned<f64>>,
+        span: &Range<usize>,
+    ) -> Result<Duration, ScenarioError> {
         match value {
             Some(value) => self.positive_seconds(key, value),
-            None => Err(self.source.error(span, format!("`{key}` is missing: set how long to run, in seconds, e.g. duration_s = 30."))),
+            None => Err(self.source.error(
+                span,
+                format!(
+                    "`{key}` is missing: set how long to run, in seconds, e.g. duration_s = 30."
+                ),
+            )),
         }
     }
 
@@ -654,7 +757,11 @@ impl Resolver<'_> {
         Ok(Duration::from_secs_f64(seconds))
     }
 
-    fn non_negative_seconds(&self, key: &str, value: &Spanned<f64>) -> Result<Duration, ScenarioError> {
+    fn non_negative_seconds(
+        &self,
+        key: &str,
+        value: &Spanned<f64>,
+    ) -> Result<Duration, ScenarioError> {
         let seconds = *value.get_ref();
         if seconds == 0.0 {
             return Ok(Duration::ZERO);
@@ -662,11 +769,18 @@ impl Resolver<'_> {
         self.positive_seconds(key, value)
     }
 
-    fn optional_check(&self, key: &str, value: &Option<Spanned<f64>>) -> Result<Option<f64>, ScenarioError> {
+    fn optional_check(
+        &self,
+        key: &str,
+        value: &Option<Spanned<f64>>,
+    ) -> Result<Option<f64>, ScenarioError> {
         let Some(value) = value else { return Ok(None) };
         let limit = *value.get_ref();
         if !limit.is_finite() || limit < 0.0 {
-            return Err(self.source.error(&value.span(), format!("`{key}` must be zero or more, got {limit}.")));
+            return Err(self.source.error(
+                &value.span(),
+                format!("`{key}` must be zero or more, got {limit}."),
+            ));
         }
         Ok(Some(limit))
     }
@@ -684,7 +798,13 @@ fn scaled(value: &Spanned<f64>, factor: f64) -> Spanned<f64> {
 fn sanitize_name(name: &str) -> String {
     name.trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -694,13 +814,16 @@ pub fn read_credentials_csv(path: &Path) -> Result<Vec<Credential>, String> {
     let file = std::fs::File::open(path).map_err(|error| {
         format!("cannot open {} ({error}). Create a CSV file with a username,password header and one user per line.", path.display())
     })?;
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
     let headers = reader
         .headers()
         .map_err(|error| format!("cannot read the header of {}: {error}.", path.display()))?
         .clone();
     let column = |name: &str| headers.iter().position(|header| header == name);
-    let (Some(username_column), Some(password_column)) = (column("username"), column("password")) else {
+    let (Some(username_column), Some(password_column)) = (column("username"), column("password"))
+    else {
         return Err(format!(
             "{} must start with a header line naming the columns username and password, found {:?}.",
             path.display(),
@@ -713,17 +836,26 @@ pub fn read_credentials_csv(path: &Path) -> Result<Vec<Credential>, String> {
         let record = record.map_err(|error| {
             let error = error.to_string();
             // The csv crate's messages describe field counts, never field values.
-            format!("{} line {line} is malformed ({error}). Each line needs a username and a password.", path.display())
+            format!(
+                "{} line {line} is malformed ({error}). Each line needs a username and a password.",
+                path.display()
+            )
         })?;
         let username = record.get(username_column).unwrap_or_default();
         let password = record.get(password_column).unwrap_or_default();
         if username.is_empty() || password.is_empty() {
             return Err(format!("{} line {line} has an empty username or password. Fill in both or remove the line.", path.display()));
         }
-        credentials.push(Credential { username: username.to_string(), password: Secret::new(password) });
+        credentials.push(Credential {
+            username: username.to_string(),
+            password: Secret::new(password),
+        });
     }
     if credentials.is_empty() {
-        return Err(format!("{} holds no users. Add at least one line after the username,password header.", path.display()));
+        return Err(format!(
+            "{} holds no users. Add at least one line after the username,password header.",
+            path.display()
+        ));
     }
     Ok(credentials)
 }
@@ -751,7 +883,9 @@ duration_s = 1
     }
 
     fn error_of(text: &str) -> String {
-        parse(text).expect_err("scenario should be rejected").to_string()
+        parse(text)
+            .expect_err("scenario should be rejected")
+            .to_string()
     }
 
     #[test]
@@ -769,29 +903,47 @@ duration_s = 1
     #[test]
     fn unknown_key_names_line_and_column() {
         let message = error_of(&MINIMAL.replace("users = 2", "usres = 2"));
-        assert!(message.starts_with("test.toml:11:1: unknown field `usres`"), "{message}");
+        assert!(
+            message.starts_with("test.toml:11:1: unknown field `usres`"),
+            "{message}"
+        );
         assert!(message.contains("docs/scenarios.md"), "{message}");
     }
 
     #[test]
     fn negative_rate_is_rejected() {
-        let text = MINIMAL.replace("model = \"closed\"\nusers = 2\nduration_s = 1", "model = \"open\"\nusers = 2\nrate_per_s = -5\nduration_s = 1");
+        let text = MINIMAL.replace(
+            "model = \"closed\"\nusers = 2\nduration_s = 1",
+            "model = \"open\"\nusers = 2\nrate_per_s = -5\nduration_s = 1",
+        );
         let message = error_of(&text);
-        assert!(message.starts_with("test.toml:12:14: `load.rate_per_s` must be a positive rate"), "{message}");
+        assert!(
+            message.starts_with("test.toml:12:14: `load.rate_per_s` must be a positive rate"),
+            "{message}"
+        );
         assert!(message.contains("got -5"), "{message}");
     }
 
     #[test]
     fn zero_rate_is_rejected() {
-        let text = MINIMAL.replace("model = \"closed\"\nusers = 2\nduration_s = 1", "model = \"open\"\nusers = 2\nrate_per_s = 0\nduration_s = 1");
+        let text = MINIMAL.replace(
+            "model = \"closed\"\nusers = 2\nduration_s = 1",
+            "model = \"open\"\nusers = 2\nrate_per_s = 0\nduration_s = 1",
+        );
         assert!(error_of(&text).contains("`load.rate_per_s` must be a positive rate"));
     }
 
     #[test]
     fn missing_credentials_file_is_named() {
-        let text = MINIMAL.replace("base_url = \"embedded\"", "base_url = \"embedded\"\n[login]\ncredentials = { csv = \"no-such-users.csv\" }");
+        let text = MINIMAL.replace(
+            "base_url = \"embedded\"",
+            "base_url = \"embedded\"\n[login]\ncredentials = { csv = \"no-such-users.csv\" }",
+        );
         let message = error_of(&text);
-        assert!(message.contains("`login.credentials.csv` = \"no-such-users.csv\""), "{message}");
+        assert!(
+            message.contains("`login.credentials.csv` = \"no-such-users.csv\""),
+            "{message}"
+        );
         assert!(message.contains("Create a CSV file"), "{message}");
     }
 
@@ -805,7 +957,10 @@ duration_s = 1
     fn bad_url_is_rejected() {
         let text = MINIMAL.replace("\"embedded\"", "\"127.0.0.1:8080\"");
         let message = error_of(&text);
-        assert!(message.starts_with("test.toml:3:12: `target.base_url` = \"127.0.0.1:8080\""), "{message}");
+        assert!(
+            message.starts_with("test.toml:3:12: `target.base_url` = \"127.0.0.1:8080\""),
+            "{message}"
+        );
         assert!(message.contains("http://127.0.0.1:8080"), "{message}");
     }
 
@@ -826,10 +981,15 @@ duration_s = 1
         let path = dir.join("users.csv");
         std::fs::write(&path, "username,password\nalice,s3cret-value\nbob,\n").unwrap();
         let message = read_credentials_csv(&path).unwrap_err();
-        assert!(message.contains("line 3 has an empty username or password"), "{message}");
+        assert!(
+            message.contains("line 3 has an empty username or password"),
+            "{message}"
+        );
         assert!(!message.contains("s3cret-value"));
         std::fs::write(&path, "user,pass\nalice,x\n").unwrap();
-        assert!(read_credentials_csv(&path).unwrap_err().contains("header line"));
+        assert!(read_credentials_csv(&path)
+            .unwrap_err()
+            .contains("header line"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -39,11 +39,21 @@ pub const ENDPOINT_NAMES: [&str; 4] = ["login", "list", "detail", "create"];
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(tag = "distribution", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ServiceTime {
-    Constant { ms: f64 },
-    Uniform { min_ms: f64, max_ms: f64 },
-    Exponential { mean_ms: f64 },
+    Constant {
+        ms: f64,
+    },
+    Uniform {
+        min_ms: f64,
+        max_ms: f64,
+    },
+    Exponential {
+        mean_ms: f64,
+    },
     /// Log-normal with the given median and 99th percentile.
-    Lognormal { median_ms: f64, p99_ms: f64 },
+    Lognormal {
+        median_ms: f64,
+        p99_ms: f64,
+    },
 }
 
 /// The 99th percentile of the standard normal distribution.
@@ -57,11 +67,15 @@ impl ServiceTime {
             ServiceTime::Constant { ms } => &[("ms", *ms)],
             ServiceTime::Uniform { min_ms, max_ms } => &[("min_ms", *min_ms), ("max_ms", *max_ms)],
             ServiceTime::Exponential { mean_ms } => &[("mean_ms", *mean_ms)],
-            ServiceTime::Lognormal { median_ms, p99_ms } => &[("median_ms", *median_ms), ("p99_ms", *p99_ms)],
+            ServiceTime::Lognormal { median_ms, p99_ms } => {
+                &[("median_ms", *median_ms), ("p99_ms", *p99_ms)]
+            }
         };
         for (name, value) in values {
             if !value.is_finite() || *value < 0.0 || *value > MAX_SERVICE_MS {
-                return Err(format!("`{name}` must be from 0 to {MAX_SERVICE_MS} milliseconds, got {value}."));
+                return Err(format!(
+                    "`{name}` must be from 0 to {MAX_SERVICE_MS} milliseconds, got {value}."
+                ));
             }
         }
         match self {
@@ -78,7 +92,9 @@ impl ServiceTime {
     pub fn sample(&self, rng: &mut impl Rng) -> Duration {
         let ms = match *self {
             ServiceTime::Constant { ms } => ms,
-            ServiceTime::Uniform { min_ms, max_ms } => min_ms + (max_ms - min_ms) * rng.gen::<f64>(),
+            ServiceTime::Uniform { min_ms, max_ms } => {
+                min_ms + (max_ms - min_ms) * rng.gen::<f64>()
+            }
             ServiceTime::Exponential { mean_ms } => -mean_ms * (1.0 - rng.gen::<f64>()).ln(),
             ServiceTime::Lognormal { median_ms, p99_ms } => {
                 let sigma = (p99_ms / median_ms).ln() / Z_99;
@@ -107,7 +123,12 @@ pub struct ServiceTimes {
 
 impl ServiceTimes {
     pub fn set_all(&mut self, value: ServiceTime) {
-        *self = ServiceTimes { login: value, list: value, detail: value, create: value };
+        *self = ServiceTimes {
+            login: value,
+            list: value,
+            detail: value,
+            create: value,
+        };
     }
 
     /// Sets one endpoint's distribution; returns false for an unknown name.
@@ -139,7 +160,12 @@ impl Default for Config {
         let other = ServiceTime::Constant { ms: 2.0 };
         Config {
             token_lifetime: Duration::from_secs(300),
-            service_times: ServiceTimes { login, list: other, detail: other, create: other },
+            service_times: ServiceTimes {
+                login,
+                list: other,
+                detail: other,
+                create: other,
+            },
             users: 1000,
         }
     }
@@ -149,7 +175,10 @@ impl Default for Config {
 /// password `demo-pass-1`, and so on. They are public and only for the demo.
 pub fn demo_credentials(count: usize) -> Vec<Credential> {
     (1..=count)
-        .map(|i| Credential { username: format!("user{i}@demo.test"), password: Secret::new(format!("demo-pass-{i}")) })
+        .map(|i| Credential {
+            username: format!("user{i}@demo.test"),
+            password: Secret::new(format!("demo-pass-{i}")),
+        })
         .collect()
 }
 
@@ -162,19 +191,33 @@ pub struct TargetStats {
 
 impl TargetStats {
     fn count(&self, route: &str, status: StatusCode) {
-        let mut counts = self.by_route.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *counts.entry((route.to_string(), status.as_u16())).or_default() += 1;
+        let mut counts = self
+            .by_route
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts
+            .entry((route.to_string(), status.as_u16()))
+            .or_default() += 1;
     }
 
     /// Responses sent on `route` (for example `GET /api/items`) with `status`.
     pub fn responses(&self, route: &str, status: u16) -> u64 {
-        let counts = self.by_route.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        counts.get(&(route.to_string(), status)).copied().unwrap_or(0)
+        let counts = self
+            .by_route
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts
+            .get(&(route.to_string(), status))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every count, keyed by route and status.
     pub fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
-        self.by_route.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.by_route
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
@@ -214,12 +257,18 @@ impl DemoTarget {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move { signal.cancelled().await });
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { signal.cancelled().await });
             if let Err(error) = serve.await {
                 eprintln!("embedded target stopped with an error: {error}");
             }
         });
-        Ok(DemoTarget { addr, stats, shutdown, task })
+        Ok(DemoTarget {
+            addr,
+            stats,
+            shutdown,
+            task,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -229,21 +278,35 @@ impl DemoTarget {
     pub async fn stop(self) {
         self.shutdown.cancel();
         // Open keep-alive connections can hold graceful shutdown; do not wait for them long.
-        if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), self.task)
+            .await
+            .is_err()
+        {
             eprintln!("embedded target: connections still open after 2 s; leaving them to close with the process");
         }
     }
 }
 
-/// Measures one handler call: wall-clock start for `apiCost.start`, monotonic for `duration`.
+/// Measures one handler call: wall-clock start for `apiCost.start`, monotonic
+/// for `duration`. The duration is taken when the work is done, before the
+/// response body is built, as servers that report their own time usually do.
 struct Timing {
     wall: chrono::DateTime<chrono::Local>,
     started: Instant,
+    elapsed: Option<Duration>,
 }
 
 impl Timing {
     fn start() -> Self {
-        Timing { wall: chrono::Local::now(), started: Instant::now() }
+        Timing {
+            wall: chrono::Local::now(),
+            started: Instant::now(),
+            elapsed: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.elapsed = Some(self.started.elapsed());
     }
 }
 
@@ -260,8 +323,14 @@ async fn serve_for(duration: Duration, started: Instant) {
     }
 }
 
-fn envelope(timing: &Timing, status: StatusCode, message: &str, data: Value, rows: Value) -> Response {
-    let elapsed = timing.started.elapsed();
+fn envelope(
+    timing: &Timing,
+    status: StatusCode,
+    message: &str,
+    data: Value,
+    rows: Value,
+) -> Response {
+    let elapsed = timing.elapsed.unwrap_or_else(|| timing.started.elapsed());
     let finish = timing.wall + chrono::Duration::from_std(elapsed).unwrap_or_default();
     let body = json!({
         "success": status.is_success(),
@@ -275,11 +344,18 @@ fn envelope(timing: &Timing, status: StatusCode, message: &str, data: Value, row
             "duration": elapsed.as_secs_f64(),
         }
     });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -288,7 +364,8 @@ fn base64url(bytes: &[u8]) -> String {
 
 impl AppState {
     fn sign(&self, signing_input: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(signing_input.as_bytes());
         mac
     }
@@ -310,7 +387,9 @@ impl AppState {
 
     /// Checks the bearer token's signature and expiry.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        let value = headers.get(header::AUTHORIZATION).ok_or("Missing Authorization header.")?;
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or("Missing Authorization header.")?;
         let token = value
             .to_str()
             .ok()
@@ -318,8 +397,12 @@ impl AppState {
             .filter(|token| !token.is_empty())
             .ok_or("Authorization must be a Bearer token.")?;
         let (signing_input, signature) = token.rsplit_once('.').ok_or("Invalid token.")?;
-        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).map_err(|_| "Invalid token.")?;
-        self.sign(signing_input).verify_slice(&signature).map_err(|_| "Invalid token.")?;
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| "Invalid token.")?;
+        self.sign(signing_input)
+            .verify_slice(&signature)
+            .map_err(|_| "Invalid token.")?;
         let expiry = crate::api::jwt_expiry(token).ok_or("Invalid token.")?;
         if expiry <= unix_now() {
             return Err("Token expired.");
@@ -341,12 +424,23 @@ struct LoginBody {
 
 async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     const ROUTE: &str = "POST /api/auth/login";
-    let timing = Timing::start();
-    let service_time = state.config.service_times.login.sample(&mut rand::thread_rng());
+    let mut timing = Timing::start();
+    let service_time = state
+        .config
+        .service_times
+        .login
+        .sample(&mut rand::thread_rng());
     serve_for(service_time, timing.started).await;
+    timing.finish();
 
     let Ok(body) = serde_json::from_slice::<LoginBody>(&body) else {
-        let response = envelope(&timing, StatusCode::BAD_REQUEST, "Body must be JSON with email and password.", Value::Null, json!(0));
+        let response = envelope(
+            &timing,
+            StatusCode::BAD_REQUEST,
+            "Body must be JSON with email and password.",
+            Value::Null,
+            json!(0),
+        );
         return state.respond(ROUTE, response);
     };
     let user_number = body
@@ -357,7 +451,13 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         .filter(|number| (1..=state.config.users).contains(number));
     let accepted = user_number.filter(|number| body.password == format!("demo-pass-{number}"));
     let Some(number) = accepted else {
-        let response = envelope(&timing, StatusCode::UNAUTHORIZED, "Invalid email or password.", Value::Null, json!(0));
+        let response = envelope(
+            &timing,
+            StatusCode::UNAUTHORIZED,
+            "Invalid email or password.",
+            Value::Null,
+            json!(0),
+        );
         return state.respond(ROUTE, response);
     };
     let data = json!({
@@ -371,7 +471,10 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             "status": "active"
         }
     });
-    state.respond(ROUTE, envelope(&timing, StatusCode::OK, "Login Success.", data, json!(2)))
+    state.respond(
+        ROUTE,
+        envelope(&timing, StatusCode::OK, "Login Success.", data, json!(2)),
+    )
 }
 
 fn item(id: u64) -> Value {
@@ -386,50 +489,112 @@ async fn protected(
     service_time: ServiceTime,
     handle: impl FnOnce(&Timing) -> Response,
 ) -> Response {
-    let timing = Timing::start();
+    let mut timing = Timing::start();
     if let Err(message) = state.authorize(headers) {
-        let response = envelope(&timing, StatusCode::UNAUTHORIZED, message, Value::Null, json!(0));
+        let response = envelope(
+            &timing,
+            StatusCode::UNAUTHORIZED,
+            message,
+            Value::Null,
+            json!(0),
+        );
         return state.respond(route, response);
     }
     let wait = service_time.sample(&mut rand::thread_rng());
     serve_for(wait, timing.started).await;
+    timing.finish();
     state.respond(route, handle(&timing))
 }
 
 async fn list_items(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    protected(&state, "GET /api/items", &headers, state.config.service_times.list, |timing| {
-        let items: Vec<Value> = (1..=10).map(item).collect();
-        envelope(timing, StatusCode::OK, "Success.", Value::Array(items), json!(10))
-    })
+    protected(
+        &state,
+        "GET /api/items",
+        &headers,
+        state.config.service_times.list,
+        |timing| {
+            let items: Vec<Value> = (1..=10).map(item).collect();
+            envelope(
+                timing,
+                StatusCode::OK,
+                "Success.",
+                Value::Array(items),
+                json!(10),
+            )
+        },
+    )
     .await
 }
 
-async fn item_detail(State(state): State<Arc<AppState>>, UrlPath(id): UrlPath<String>, headers: HeaderMap) -> Response {
-    protected(&state, "GET /api/items/{id}", &headers, state.config.service_times.detail, |timing| {
-        match id.parse::<u64>() {
+async fn item_detail(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    protected(
+        &state,
+        "GET /api/items/{id}",
+        &headers,
+        state.config.service_times.detail,
+        |timing| match id.parse::<u64>() {
             Ok(id @ 1..=1000) => envelope(timing, StatusCode::OK, "Success.", item(id), json!(1)),
-            _ => envelope(timing, StatusCode::NOT_FOUND, "Item not found.", Value::Null, json!(0)),
-        }
-    })
+            _ => envelope(
+                timing,
+                StatusCode::NOT_FOUND,
+                "Item not found.",
+                Value::Null,
+                json!(0),
+            ),
+        },
+    )
     .await
 }
 
-async fn create_item(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    protected(&state, "POST /api/items", &headers, state.config.service_times.create, |timing| {
-        match serde_json::from_slice::<Value>(&body) {
+async fn create_item(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    protected(
+        &state,
+        "POST /api/items",
+        &headers,
+        state.config.service_times.create,
+        |timing| match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(mut fields)) => {
                 fields.insert("id".into(), json!(1001 + (unix_now() % 1000)));
-                envelope(timing, StatusCode::CREATED, "Created.", Value::Object(fields), json!(1))
+                envelope(
+                    timing,
+                    StatusCode::CREATED,
+                    "Created.",
+                    Value::Object(fields),
+                    json!(1),
+                )
             }
-            _ => envelope(timing, StatusCode::BAD_REQUEST, "Body must be a JSON object.", Value::Null, json!(0)),
-        }
-    })
+            _ => envelope(
+                timing,
+                StatusCode::BAD_REQUEST,
+                "Body must be a JSON object.",
+                Value::Null,
+                json!(0),
+            ),
+        },
+    )
     .await
 }
 
 async fn not_found(State(state): State<Arc<AppState>>) -> Response {
     let timing = Timing::start();
-    state.respond("other", envelope(&timing, StatusCode::NOT_FOUND, "No such route.", Value::Null, json!(0)))
+    state.respond(
+        "other",
+        envelope(
+            &timing,
+            StatusCode::NOT_FOUND,
+            "No such route.",
+            Value::Null,
+            json!(0),
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -440,8 +605,13 @@ mod tests {
     #[test]
     fn lognormal_median_matches() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-        let distribution = ServiceTime::Lognormal { median_ms: 10.0, p99_ms: 40.0 };
-        let mut samples: Vec<f64> = (0..20_000).map(|_| distribution.sample(&mut rng).as_secs_f64() * 1000.0).collect();
+        let distribution = ServiceTime::Lognormal {
+            median_ms: 10.0,
+            p99_ms: 40.0,
+        };
+        let mut samples: Vec<f64> = (0..20_000)
+            .map(|_| distribution.sample(&mut rng).as_secs_f64() * 1000.0)
+            .collect();
         samples.sort_by(f64::total_cmp);
         let median = samples[samples.len() / 2];
         let p99 = samples[samples.len() * 99 / 100];
@@ -451,10 +621,20 @@ mod tests {
 
     #[test]
     fn invalid_distributions_are_rejected() {
-        assert!(ServiceTime::Uniform { min_ms: 5.0, max_ms: 1.0 }.validate().is_err());
+        assert!(ServiceTime::Uniform {
+            min_ms: 5.0,
+            max_ms: 1.0
+        }
+        .validate()
+        .is_err());
         assert!(ServiceTime::Constant { ms: -1.0 }.validate().is_err());
         assert!(ServiceTime::Constant { ms: f64::NAN }.validate().is_err());
-        assert!(ServiceTime::Lognormal { median_ms: 10.0, p99_ms: 5.0 }.validate().is_err());
+        assert!(ServiceTime::Lognormal {
+            median_ms: 10.0,
+            p99_ms: 5.0
+        }
+        .validate()
+        .is_err());
         assert!(ServiceTime::Exponential { mean_ms: 3.0 }.validate().is_ok());
     }
 
@@ -468,13 +648,19 @@ mod tests {
         };
         let token = state.issue_token("user1@demo.test");
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         assert_eq!(state.authorize(&headers), Ok(()));
         let exp = crate::api::jwt_expiry(&token).unwrap();
         assert!(exp >= unix_now() + 299);
         let mut tampered = token.clone();
         tampered.push('x');
-        headers.insert(header::AUTHORIZATION, format!("Bearer {tampered}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {tampered}").parse().unwrap(),
+        );
         assert_eq!(state.authorize(&headers), Err("Invalid token."));
     }
 }

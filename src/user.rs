@@ -17,7 +17,9 @@ use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{jwt_expiry, parse_envelope, Envelope};
-use crate::metrics::{duration_us, LoginReason, NotSentReason, Outcome, Recorder, Sample, ServerTime};
+use crate::metrics::{
+    duration_us, LoginReason, NotSentReason, Outcome, Recorder, Sample, ServerTime,
+};
 use crate::scenario::{Credential, LoginPlan, Plan};
 
 /// Index of the login endpoint in every endpoint list; requests follow it.
@@ -50,7 +52,12 @@ struct PreparedRequest {
 }
 
 impl Shared {
-    pub fn new(plan: &Plan, base_url: &str, client: reqwest::Client, recorder: Arc<Recorder>) -> Self {
+    pub fn new(
+        plan: &Plan,
+        base_url: &str,
+        client: reqwest::Client,
+        recorder: Arc<Recorder>,
+    ) -> Self {
         let requests = plan
             .requests
             .iter()
@@ -83,9 +90,13 @@ impl Shared {
 
     /// Picks a request index (into the scenario's requests) by weight.
     pub fn pick_request(&self, rng: &mut impl Rng) -> usize {
-        let total = *self.cumulative_weights.last().expect("a plan has at least one request");
+        let total = *self
+            .cumulative_weights
+            .last()
+            .expect("a plan has at least one request");
         let ticket = rng.gen_range(0..total);
-        self.cumulative_weights.partition_point(|&bound| bound <= ticket)
+        self.cumulative_weights
+            .partition_point(|&bound| bound <= ticket)
     }
 }
 
@@ -111,7 +122,10 @@ pub struct LoginFailure {
 }
 
 enum Response {
-    Received { status: StatusCode, envelope: Envelope },
+    Received {
+        status: StatusCode,
+        envelope: Envelope,
+    },
     Failed(Outcome),
 }
 
@@ -148,14 +162,21 @@ impl VirtualUser {
 
     /// Closed model: loops until `deadline` or the stop signal. With `pacing`,
     /// iterations start at most once per pacing interval.
-    pub async fn run_closed(mut self, start_delay: Duration, deadline: Instant, pacing: Option<Duration>) {
+    pub async fn run_closed(
+        mut self,
+        start_delay: Duration,
+        deadline: Instant,
+        pacing: Option<Duration>,
+    ) {
         if !self.sleep_until(Instant::now() + start_delay).await {
             return;
         }
         while !self.shared.stop.is_cancelled() && Instant::now() < deadline {
             let iteration_start = Instant::now();
             if !self.ensure_token().await {
-                let retry_at = self.next_login_at.unwrap_or(iteration_start + MIN_LOGIN_BACKOFF);
+                let retry_at = self
+                    .next_login_at
+                    .unwrap_or(iteration_start + MIN_LOGIN_BACKOFF);
                 self.sleep_until(retry_at.min(deadline)).await;
                 continue;
             }
@@ -163,7 +184,8 @@ impl VirtualUser {
             let sample = self.execute(request, None).await;
             self.shared.recorder.record(self.id, &sample);
             if let Some(pacing) = pacing {
-                self.sleep_until((iteration_start + pacing).min(deadline)).await;
+                self.sleep_until((iteration_start + pacing).min(deadline))
+                    .await;
             }
         }
     }
@@ -228,21 +250,31 @@ impl VirtualUser {
                 if reason == LoginReason::AfterUnauthorized {
                     self.token = None;
                 }
-                let backoff = MIN_LOGIN_BACKOFF.saturating_mul(1 << self.failed_logins_in_row.min(3)).min(MAX_LOGIN_BACKOFF);
+                let backoff = MIN_LOGIN_BACKOFF
+                    .saturating_mul(1 << self.failed_logins_in_row.min(3))
+                    .min(MAX_LOGIN_BACKOFF);
                 let jitter = self.rng.gen_range(0.75..1.25);
                 self.next_login_at = Some(Instant::now() + backoff.mul_f64(jitter));
                 self.failed_logins_in_row += 1;
             }
         }
-        self.shared.recorder.record_login(self.id, reason, result.is_ok());
+        self.shared
+            .recorder
+            .record_login(self.id, reason, result.is_ok());
         result
     }
 
     async fn try_login(&mut self) -> Result<(), LoginFailure> {
         let login = &self.shared.login;
         let mut body = serde_json::Map::new();
-        body.insert(login.username_field.clone(), self.credential.username.clone().into());
-        body.insert(login.password_field.clone(), self.credential.password.expose().into());
+        body.insert(
+            login.username_field.clone(),
+            self.credential.username.clone().into(),
+        );
+        body.insert(
+            login.password_field.clone(),
+            self.credential.password.expose().into(),
+        );
         let body = serde_json::to_vec(&body).expect("a map of strings serialises");
 
         let sent = Instant::now();
@@ -279,7 +311,11 @@ impl VirtualUser {
         outcome
     }
 
-    fn accept_login_response(&mut self, status: StatusCode, bytes: &[u8]) -> Result<(), LoginFailure> {
+    fn accept_login_response(
+        &mut self,
+        status: StatusCode,
+        bytes: &[u8],
+    ) -> Result<(), LoginFailure> {
         let body: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
         let message = body
             .as_ref()
@@ -293,8 +329,13 @@ impl VirtualUser {
                 detail: format!("HTTP {status}: {message}"),
             });
         }
-        if body.as_ref().and_then(|body| body.get("success")) == Some(&serde_json::Value::Bool(false)) {
-            return Err(LoginFailure { outcome: Outcome::AppError, detail: format!("success: false: {message}") });
+        if body.as_ref().and_then(|body| body.get("success"))
+            == Some(&serde_json::Value::Bool(false))
+        {
+            return Err(LoginFailure {
+                outcome: Outcome::AppError,
+                detail: format!("success: false: {message}"),
+            });
         }
         let pointer = &self.shared.login.token_pointer;
         let token = body
@@ -303,7 +344,11 @@ impl VirtualUser {
             .and_then(|token| token.as_str())
             .filter(|token| !token.is_empty());
         let Some(token) = token else {
-            if !self.shared.warned_missing_token.swap(true, Ordering::Relaxed) {
+            if !self
+                .shared
+                .warned_missing_token
+                .swap(true, Ordering::Relaxed)
+            {
                 eprintln!(
                     "warning: the login response has no non-empty string at {pointer}; set login.token_pointer to where the token is"
                 );
@@ -320,18 +365,25 @@ impl VirtualUser {
             });
         };
         header.set_sensitive(true);
-        let refresh_at = jwt_expiry(token).map(|exp| self.refresh_time(exp));
+        let refresh_at = jwt_expiry(token).and_then(|exp| self.refresh_time(exp));
         self.token = Some(Token { header, refresh_at });
         Ok(())
     }
 
     /// When to log in again for a token expiring at `exp` (Unix seconds): the
     /// configured margin before it, at most a tenth of the remaining lifetime.
-    fn refresh_time(&self, exp: u64) -> Instant {
-        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    /// A zero margin turns early refresh off: the user waits for a 401.
+    fn refresh_time(&self, exp: u64) -> Option<Instant> {
+        let configured = self.shared.login.refresh_before_expiry;
+        if configured.is_zero() {
+            return None;
+        }
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let remaining = Duration::from_secs(exp).saturating_sub(now_unix);
-        let margin = self.shared.login.refresh_before_expiry.min(remaining / 10);
-        Instant::now() + remaining.saturating_sub(margin)
+        let margin = configured.min(remaining / 10);
+        Some(Instant::now() + remaining.saturating_sub(margin))
     }
 
     /// Sends request `index` and classifies the result. Client latency runs
@@ -347,9 +399,15 @@ impl VirtualUser {
             let sent = Instant::now();
             let origin = intended.unwrap_or(*first_send.get_or_insert(sent));
             let request = &self.shared.requests[index];
-            let mut builder = self.shared.client.request(request.method.clone(), &request.url).header(AUTHORIZATION, token.header.clone());
+            let mut builder = self
+                .shared
+                .client
+                .request(request.method.clone(), &request.url)
+                .header(AUTHORIZATION, token.header.clone());
             if let Some(body) = &request.body {
-                builder = builder.header(CONTENT_TYPE, "application/json").body(body.clone());
+                builder = builder
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
             }
             let response = tokio::select! {
                 result = receive(builder.send()) => match result {
@@ -360,7 +418,9 @@ impl VirtualUser {
             };
             let done = Instant::now();
             let (outcome, server_time) = match response {
-                Response::Received { status, .. } if status == StatusCode::UNAUTHORIZED && !retried => {
+                Response::Received { status, .. }
+                    if status == StatusCode::UNAUTHORIZED && !retried =>
+                {
                     retried = true;
                     self.token = None;
                     if self.login(LoginReason::AfterUnauthorized).await.is_ok() {
@@ -368,7 +428,9 @@ impl VirtualUser {
                     }
                     (Outcome::HttpError(status.as_u16()), ServerTime::Missing)
                 }
-                Response::Received { status, envelope } => (classify(status, &envelope), envelope.server_time),
+                Response::Received { status, envelope } => {
+                    (classify(status, &envelope), envelope.server_time)
+                }
                 Response::Failed(outcome) => (outcome, ServerTime::Missing),
             };
             return Sample {

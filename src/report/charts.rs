@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::engine::{IntervalRow, RunResult};
+use crate::engine::{IntervalRow, RunResult, INTERVAL};
 
 use super::Summary;
 
@@ -17,7 +17,11 @@ use super::Summary;
 pub const CHART_SIZE: (u32, u32) = (1200, 700);
 
 /// The chart files `write_all` produces.
-pub const CHART_FILES: [&str; 3] = ["latency_over_time.png", "latency_distribution.png", "throughput.png"];
+pub const CHART_FILES: [&str; 3] = [
+    "latency_over_time.png",
+    "latency_distribution.png",
+    "throughput.png",
+];
 
 const CLIENT_COLOR: RGBColor = RGBColor(31, 119, 180);
 const SERVER_COLOR: RGBColor = RGBColor(44, 160, 44);
@@ -39,20 +43,36 @@ fn register_font() {
 }
 
 /// Renders every chart; returns file names with PNG bytes.
-pub fn render_all(result: &RunResult, summary: &Summary) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
+pub fn render_all(
+    result: &RunResult,
+    summary: &Summary,
+) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
     register_font();
     let subtitle = format!(
         "{} · {} model · {} users{}",
         summary.scenario.name,
         summary.scenario.load_model,
         summary.scenario.users,
-        if summary.run.partial { " · PARTIAL RUN" } else { "" }
+        if summary.run.partial {
+            " · PARTIAL RUN"
+        } else {
+            ""
+        }
     );
     let all = result.totals.combined();
     Ok(vec![
-        (CHART_FILES[0], render(|area| latency_over_time(area, result, &subtitle))?),
-        (CHART_FILES[1], render(|area| latency_distribution(area, &all.client_ok, &all.server_ok, &subtitle))?),
-        (CHART_FILES[2], render(|area| throughput(area, result, &subtitle))?),
+        (
+            CHART_FILES[0],
+            render(|area| latency_over_time(area, result, &subtitle))?,
+        ),
+        (
+            CHART_FILES[1],
+            render(|area| latency_distribution(area, &all.client_ok, &all.server_ok, &subtitle))?,
+        ),
+        (
+            CHART_FILES[2],
+            render(|area| throughput(area, result, &subtitle))?,
+        ),
     ])
 }
 
@@ -61,9 +81,11 @@ fn render(draw: impl FnOnce(&Area<'_>) -> DrawResult) -> anyhow::Result<Vec<u8>>
     let mut pixels = vec![0_u8; (width * height * 3) as usize];
     {
         let area = BitMapBackend::with_buffer(&mut pixels, CHART_SIZE).into_drawing_area();
-        area.fill(&WHITE).map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
+        area.fill(&WHITE)
+            .map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
         draw(&area).map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
-        area.present().map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
+        area.present()
+            .map_err(|error| anyhow::anyhow!("cannot draw a chart: {error}"))?;
     }
     encode_png(&pixels, width, height)
 }
@@ -102,20 +124,52 @@ fn series(result: &RunResult, value: impl Fn(&IntervalRow, f64) -> Option<f64>) 
 
 fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult {
     let lines = [
-        ("client p50", series(result, |row, _| row.client.p50_ms), CLIENT_COLOR, 2),
-        ("client p99", series(result, |row, _| row.client.p99_ms), CLIENT_COLOR, 1),
-        ("server p50", series(result, |row, _| row.server.p50_ms), SERVER_COLOR, 2),
-        ("server p99", series(result, |row, _| row.server.p99_ms), SERVER_COLOR, 1),
+        (
+            "client p50",
+            series(result, |row, _| row.client.p50_ms),
+            CLIENT_COLOR,
+            2,
+        ),
+        (
+            "client p99",
+            series(result, |row, _| row.client.p99_ms),
+            CLIENT_COLOR,
+            1,
+        ),
+        (
+            "server p50",
+            series(result, |row, _| row.server.p50_ms),
+            SERVER_COLOR,
+            2,
+        ),
+        (
+            "server p99",
+            series(result, |row, _| row.server.p99_ms),
+            SERVER_COLOR,
+            1,
+        ),
     ];
     let x_max = axis_max(result.intervals.iter().map(|snapshot| snapshot.end_s));
-    let y_max = axis_max(lines.iter().flat_map(|(_, points, _, _)| points.iter().map(|point| point.1)));
+    let y_max = axis_max(
+        lines
+            .iter()
+            .flat_map(|(_, points, _, _)| points.iter().map(|point| point.1)),
+    );
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("Client vs server latency over time, successful requests ({subtitle})"), ("sans-serif", 22))
+        .caption(
+            format!("Client vs server latency over time, successful requests ({subtitle})"),
+            ("sans-serif", 22),
+        )
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart.configure_mesh().x_desc("elapsed time (s)").y_desc("latency (ms)").label_style(("sans-serif", 16)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("elapsed time (s)")
+        .y_desc("latency (ms)")
+        .label_style(("sans-serif", 16))
+        .draw()?;
     for (label, points, color, width) in lines {
         let style = color.stroke_width(width);
         chart
@@ -123,7 +177,12 @@ fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> Dra
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 16)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
     Ok(())
 }
 
@@ -144,19 +203,36 @@ fn spectrum(histogram: &Histogram<u64>, x_max: f64) -> Vec<(f64, f64)> {
 
 fn percentile_label(x: &f64) -> String {
     let percent = 100.0 * (1.0 - 10_f64.powf(-x));
-    let digits = if *x <= 2.0 { 0 } else { (x.round() as usize).saturating_sub(2) };
+    let digits = if *x <= 2.0 {
+        0
+    } else {
+        (x.round() as usize).saturating_sub(2)
+    };
     format!("{percent:.digits$}%")
 }
 
-fn latency_distribution(area: &Area<'_>, client: &Histogram<u64>, server: &Histogram<u64>, subtitle: &str) -> DrawResult {
+fn latency_distribution(
+    area: &Area<'_>,
+    client: &Histogram<u64>,
+    server: &Histogram<u64>,
+    subtitle: &str,
+) -> DrawResult {
     // Show the tail only as far as the sample count supports: p99.9 needs 1000 samples.
     let samples = client.len().max(server.len()).max(10);
     let x_max = (samples as f64).log10().floor().clamp(1.0, 5.0);
     let client_points = spectrum(client, x_max);
     let server_points = spectrum(server, x_max);
-    let y_max = axis_max(client_points.iter().chain(&server_points).map(|point| point.1));
+    let y_max = axis_max(
+        client_points
+            .iter()
+            .chain(&server_points)
+            .map(|point| point.1),
+    );
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("Latency distribution, client vs server ({subtitle})"), ("sans-serif", 22))
+        .caption(
+            format!("Latency distribution, client vs server ({subtitle})"),
+            ("sans-serif", 22),
+        )
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
@@ -169,7 +245,10 @@ fn latency_distribution(area: &Area<'_>, client: &Histogram<u64>, server: &Histo
         .x_label_formatter(&percentile_label)
         .label_style(("sans-serif", 16))
         .draw()?;
-    for (label, points, color) in [("client", client_points, CLIENT_COLOR), ("server (apiCost.duration)", server_points, SERVER_COLOR)] {
+    for (label, points, color) in [
+        ("client", client_points, CLIENT_COLOR),
+        ("server (apiCost.duration)", server_points, SERVER_COLOR),
+    ] {
         let style = color.stroke_width(2);
         chart
             .draw_series(LineSeries::new(points, style))?
@@ -187,20 +266,32 @@ fn latency_distribution(area: &Area<'_>, client: &Histogram<u64>, server: &Histo
 }
 
 fn throughput(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult {
+    // A rate over a sliver of time (the short last interval) is mostly noise.
+    let min_length_s = INTERVAL.as_secs_f64() / 2.0;
     let per_second = |count: fn(&IntervalRow) -> u64| {
-        series(result, move |row, length_s| (length_s > 0.0).then(|| count(row) as f64 / length_s))
+        series(result, move |row, length_s| {
+            (length_s >= min_length_s).then(|| count(row) as f64 / length_s)
+        })
     };
     let ok = per_second(|row| row.ok);
     let errors = per_second(|row| row.errors);
     let x_max = axis_max(result.intervals.iter().map(|snapshot| snapshot.end_s));
     let y_max = axis_max(ok.iter().chain(&errors).map(|point| point.1));
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("Throughput and errors over time ({subtitle})"), ("sans-serif", 22))
+        .caption(
+            format!("Throughput and errors over time ({subtitle})"),
+            ("sans-serif", 22),
+        )
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart.configure_mesh().x_desc("elapsed time (s)").y_desc("responses per second (req/s)").label_style(("sans-serif", 16)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("elapsed time (s)")
+        .y_desc("responses per second (req/s)")
+        .label_style(("sans-serif", 16))
+        .draw()?;
     for (label, points, color) in [("ok", ok, CLIENT_COLOR), ("errors", errors, ERROR_COLOR)] {
         let style = color.stroke_width(2);
         chart
@@ -208,7 +299,12 @@ fn throughput(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 16)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
     Ok(())
 }
 

@@ -35,9 +35,18 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     let _ = writeln!(
         out,
         "\nparallax {} · {} · {} model, {} users · {:.1} s · {}",
-        summary.parallax_version, scenario.name, scenario.load_model, scenario.users, run.elapsed_s, scenario.target_base_url
+        summary.parallax_version,
+        scenario.name,
+        scenario.load_model,
+        scenario.users,
+        run.elapsed_s,
+        scenario.target_base_url
     );
-    let _ = writeln!(out, "client latency measured from the {}", scenario.latency_measured_from);
+    let _ = writeln!(
+        out,
+        "client latency measured from the {}",
+        scenario.latency_measured_from
+    );
     if let Some(reason) = &run.partial_reason {
         let _ = writeln!(out, "PARTIAL RUN: {reason}");
     }
@@ -53,8 +62,15 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     ];
     let mut rows: Vec<[String; 8]> = summary.endpoints.iter().map(row).collect();
     rows.push(row(&summary.all));
-    let widths: Vec<usize> =
-        (0..header.len()).map(|column| rows.iter().map(|row| row[column].len()).chain([header[column].len()]).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].len())
+                .chain([header[column].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let line = |cells: &[String]| {
         let mut text = String::new();
         for (column, cell) in cells.iter().enumerate() {
@@ -83,10 +99,17 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
         ("not sent (run stopped)", all.not_sent_run_stopped),
         ("not sent (login failed)", all.not_sent_login_failed),
     ];
-    let listed: Vec<String> =
-        failures.iter().filter(|(_, count)| *count > 0).map(|(label, count)| format!("{count} {label}")).collect();
+    let listed: Vec<String> = failures
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(label, count)| format!("{count} {label}"))
+        .collect();
     if !listed.is_empty() {
-        let statuses: Vec<String> = all.http_errors_by_status.iter().map(|(status, count)| format!("{status}×{count}")).collect();
+        let statuses: Vec<String> = all
+            .http_errors_by_status
+            .iter()
+            .map(|(status, count)| format!("{status}×{count}"))
+            .collect();
         let _ = write!(out, "\nnot ok: {}", listed.join(", "));
         if !statuses.is_empty() {
             let _ = write!(out, " (HTTP {})", statuses.join(", "));
@@ -94,18 +117,31 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
         out.push('\n');
     }
     if all.server_time_missing > 0 {
-        let _ = writeln!(out, "responses without a usable apiCost.duration: {}", all.server_time_missing);
+        let _ = writeln!(
+            out,
+            "responses without a usable apiCost.duration: {}",
+            all.server_time_missing
+        );
     }
     let logins = &summary.logins;
     let _ = writeln!(
         out,
         "\nlogins: {} initial, {} refreshed before expiry, {} after a 401, {} failed",
-        logins.counts.initial, logins.counts.refresh_before_expiry, logins.counts.after_unauthorized, logins.counts.failed
+        logins.counts.initial,
+        logins.counts.refresh_before_expiry,
+        logins.counts.after_unauthorized,
+        logins.counts.failed
     );
     for check in &summary.checks {
-        let value = check.value.map_or("no value".to_string(), |value| format!("{value:.3}"));
+        let value = check
+            .value
+            .map_or("no value".to_string(), |value| format!("{value:.3}"));
         let verdict = if check.passed { "passed" } else { "FAILED" };
-        let _ = writeln!(out, "check {}: {value} against limit {} — {verdict}", check.name, check.limit);
+        let _ = writeln!(
+            out,
+            "check {}: {value} against limit {} — {verdict}",
+            check.name, check.limit
+        );
     }
     if let Some(dir) = report_dir {
         let _ = writeln!(out, "report: {}", dir.display());

@@ -4,7 +4,7 @@
 
 mod charts;
 mod console;
-mod tables;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -128,7 +128,11 @@ impl EndpointSummary {
             requests_sent: sent,
             ok: outcomes.ok,
             http_errors: outcomes.http_errors(),
-            http_errors_by_status: outcomes.http_error.iter().map(|(status, count)| (status.to_string(), *count)).collect(),
+            http_errors_by_status: outcomes
+                .http_error
+                .iter()
+                .map(|(status, count)| (status.to_string(), *count))
+                .collect(),
             app_errors: outcomes.app_error,
             timeouts: outcomes.timeout,
             connect_errors: outcomes.connect_error,
@@ -136,8 +140,16 @@ impl EndpointSummary {
             cancelled: outcomes.cancelled,
             not_sent_run_stopped: outcomes.not_sent_run_stopped,
             not_sent_login_failed: outcomes.not_sent_login_failed,
-            error_percent: if sent == 0 { 0.0 } else { outcomes.errors() as f64 * 100.0 / sent as f64 },
-            achieved_rps: if elapsed_s > 0.0 { sent as f64 / elapsed_s } else { 0.0 },
+            error_percent: if sent == 0 {
+                0.0
+            } else {
+                outcomes.errors() as f64 * 100.0 / sent as f64
+            },
+            achieved_rps: if elapsed_s > 0.0 {
+                sent as f64 / elapsed_s
+            } else {
+                0.0
+            },
             client_ms: Percentiles::of(&stats.client_ok),
             client_service_ms: Percentiles::of(&stats.service_ok),
             server_ms: Percentiles::of(&stats.server_ok),
@@ -154,7 +166,11 @@ impl Summary {
     pub fn new(result: &RunResult) -> Self {
         let plan = &result.plan;
         let elapsed_s = result.elapsed.as_secs_f64();
-        let all_info = EndpointInfo { name: "all".into(), method: "*".into(), path: "*".into() };
+        let all_info = EndpointInfo {
+            name: "all".into(),
+            method: "*".into(),
+            path: "*".into(),
+        };
         let endpoints = result
             .endpoints
             .iter()
@@ -162,9 +178,12 @@ impl Summary {
             .map(|(info, stats)| EndpointSummary::new(info, stats, elapsed_s))
             .collect();
         let all = EndpointSummary::new(&all_info, &result.totals.combined(), elapsed_s);
-        let finished_at = result.started_at + chrono::Duration::from_std(result.elapsed).unwrap_or_default();
+        let finished_at =
+            result.started_at + chrono::Duration::from_std(result.elapsed).unwrap_or_default();
         let (pacing_ms, planned_requests) = match &plan.load {
-            LoadModel::Closed { pacing, .. } => (pacing.map(|pacing| pacing.as_secs_f64() * 1000.0), None),
+            LoadModel::Closed { pacing, .. } => {
+                (pacing.map(|pacing| pacing.as_secs_f64() * 1000.0), None)
+            }
             LoadModel::Open { schedule, .. } => (None, Some(schedule.arrivals().count() as u64)),
         };
         Summary {
@@ -182,13 +201,18 @@ impl Summary {
                 latency_measured_from: plan.load.latency_origin(),
             },
             run: RunInfo {
-                started_at_utc: result.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                started_at_utc: result
+                    .started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 finished_at_utc: finished_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 elapsed_s,
                 partial: result.is_partial(),
                 partial_reason: result.partial_reason.clone(),
             },
-            logins: LoginSummary { counts: result.totals.logins, relogins: result.totals.logins.relogins() },
+            logins: LoginSummary {
+                counts: result.totals.logins,
+                relogins: result.totals.logins.relogins(),
+            },
             checks: evaluate_checks(&plan.checks, &all),
             all,
             endpoints,
@@ -205,34 +229,62 @@ fn evaluate_checks(checks: &Checks, all: &EndpointSummary) -> Vec<CheckResult> {
     let mut results = Vec::new();
     if let Some(limit) = checks.max_error_percent {
         let value = all.error_percent;
-        results.push(CheckResult { name: "max_error_percent", limit, value: Some(value), passed: value <= limit });
+        results.push(CheckResult {
+            name: "max_error_percent",
+            limit,
+            value: Some(value),
+            passed: value <= limit,
+        });
     }
     if let Some(limit) = checks.max_client_p99_ms {
         let value = all.client_ms.p99_ms;
         // No successful request means no latency to vouch for: the check fails.
         let passed = value.is_some_and(|p99| p99 <= limit);
-        results.push(CheckResult { name: "max_client_p99_ms", limit, value, passed });
+        results.push(CheckResult {
+            name: "max_client_p99_ms",
+            limit,
+            value,
+            passed,
+        });
     }
     results
 }
 
 /// The report folder for a run: `DIR/<scenario>-<UTC timestamp>`.
-pub fn default_report_dir(base: &Path, scenario: &str, started_at: chrono::DateTime<chrono::Utc>) -> PathBuf {
-    base.join(format!("{scenario}-{}", started_at.format("%Y%m%dT%H%M%SZ")))
+pub fn default_report_dir(
+    base: &Path,
+    scenario: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> PathBuf {
+    base.join(format!(
+        "{scenario}-{}",
+        started_at.format("%Y%m%dT%H%M%SZ")
+    ))
 }
 
 /// Writes every report file into `dir`, creating it. Each file is written
 /// to a temporary name and renamed, so no half-written file is left behind.
-pub fn write_all(result: &RunResult, summary: &Summary, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write_all(
+    result: &RunResult,
+    summary: &Summary,
+    dir: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
     use anyhow::Context as _;
 
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the report folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the report folder {}", dir.display()))?;
     let mut written = Vec::new();
 
     let json = serde_json::to_vec_pretty(summary).expect("the summary serialises");
     written.push(write_atomic(&dir.join("summary.json"), &json)?);
-    written.push(write_atomic(&dir.join("summary.csv"), &tables::summary_csv(summary)?)?);
-    written.push(write_atomic(&dir.join("timeseries.csv"), &tables::timeseries_csv(result)?)?);
+    written.push(write_atomic(
+        &dir.join("summary.csv"),
+        &tables::summary_csv(summary)?,
+    )?);
+    written.push(write_atomic(
+        &dir.join("timeseries.csv"),
+        &tables::timeseries_csv(result)?,
+    )?);
     for (name, png) in charts::render_all(result, summary)? {
         written.push(write_atomic(&dir.join(name), &png)?);
     }
@@ -243,11 +295,23 @@ pub fn write_all(result: &RunResult, summary: &Summary, dir: &Path) -> anyhow::R
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
     use anyhow::Context as _;
 
-    let file_name = path.file_name().and_then(|name| name.to_str()).unwrap_or("report");
+    let file_name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("report");
     let temporary = path.with_file_name(format!(".{file_name}.tmp"));
-    let mut file = std::fs::File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
-    file.write_all(bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
-    file.sync_all().with_context(|| format!("cannot flush {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))?;
+    let mut file = std::fs::File::create(&temporary)
+        .with_context(|| format!("cannot create {}", temporary.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot flush {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            temporary.display(),
+            path.display()
+        )
+    })?;
     Ok(path.to_path_buf())
 }

@@ -98,8 +98,11 @@ fn summary_row(endpoint: &EndpointSummary) -> Vec<String> {
     row.extend(percentile_fields(&endpoint.overhead_ms));
     row.push(endpoint.overhead_negative_count.to_string());
     row.push(endpoint.server_time_missing.to_string());
-    let statuses: Vec<String> =
-        endpoint.http_errors_by_status.iter().map(|(status, count)| format!("{status}:{count}")).collect();
+    let statuses: Vec<String> = endpoint
+        .http_errors_by_status
+        .iter()
+        .map(|(status, count)| format!("{status}:{count}"))
+        .collect();
     row.push(statuses.join(" "));
     row
 }
@@ -107,7 +110,11 @@ fn summary_row(endpoint: &EndpointSummary) -> Vec<String> {
 pub fn summary_csv(summary: &Summary) -> anyhow::Result<Vec<u8>> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(SUMMARY_HEADER)?;
-    for endpoint in summary.endpoints.iter().chain(std::iter::once(&summary.all)) {
+    for endpoint in summary
+        .endpoints
+        .iter()
+        .chain(std::iter::once(&summary.all))
+    {
         writer.write_record(summary_row(endpoint))?;
     }
     Ok(writer.into_inner()?)
@@ -115,7 +122,11 @@ pub fn summary_csv(summary: &Summary) -> anyhow::Result<Vec<u8>> {
 
 fn timeseries_row(start_s: f64, end_s: f64, endpoint: &str, row: &IntervalRow) -> Vec<String> {
     let length_s = end_s - start_s;
-    let rate = if length_s > 0.0 { row.requests as f64 / length_s } else { 0.0 };
+    let rate = if length_s > 0.0 {
+        row.requests as f64 / length_s
+    } else {
+        0.0
+    };
     vec![
         format!("{start_s:.3}"),
         format!("{end_s:.3}"),
@@ -139,9 +150,19 @@ pub fn timeseries_csv(result: &RunResult) -> anyhow::Result<Vec<u8>> {
     writer.write_record(TIMESERIES_HEADER)?;
     for snapshot in &result.intervals {
         for (info, row) in result.endpoints.iter().zip(&snapshot.endpoints) {
-            writer.write_record(timeseries_row(snapshot.start_s, snapshot.end_s, &info.name, row))?;
+            writer.write_record(timeseries_row(
+                snapshot.start_s,
+                snapshot.end_s,
+                &info.name,
+                row,
+            ))?;
         }
-        writer.write_record(timeseries_row(snapshot.start_s, snapshot.end_s, "all", &snapshot.all))?;
+        writer.write_record(timeseries_row(
+            snapshot.start_s,
+            snapshot.end_s,
+            "all",
+            &snapshot.all,
+        ))?;
     }
     Ok(writer.into_inner()?)
 }
