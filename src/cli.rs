@@ -9,9 +9,10 @@ use clap::{Parser, Subcommand};
 
 use crate::engine::{self, ProgressMode, RunOptions};
 use crate::exit_code;
+use crate::load::Distribution;
 use crate::report::{self, Summary};
 use crate::scenario::Plan;
-use crate::target::{self, DemoTarget, ServiceTime};
+use crate::target::{self, DemoTarget};
 
 const LATENCY_HELP: &str = "\
 Latency columns:
@@ -28,7 +29,8 @@ successful requests.
 
 Exit codes: 0 run complete and checks passed; 1 a [checks] limit failed;
 2 invalid scenario, credentials or flags; 3 target unreachable or first
-login failed; 130 interrupted (reports are still written, marked partial).";
+login failed; 4 reports could not be written; 130 interrupted (reports are
+still written, marked partial).";
 
 /// Load testing and latency benchmarking for JWT-authenticated JSON APIs,
 /// with client and server latency side by side.
@@ -157,7 +159,7 @@ async fn run(args: RunArgs) -> i32 {
     report::print_summary(&summary, Some(&dir));
     if let Err(error) = written {
         eprintln!("error: {error:#}");
-        return exit_code::SETUP_FAILED;
+        return exit_code::REPORT_FAILED;
     }
     if result.is_partial() {
         exit_code::INTERRUPTED
@@ -185,7 +187,7 @@ async fn serve(args: ServeArgs) -> i32 {
         eprintln!("error: --bind {} is not a loopback address; the demo target only listens on 127.0.0.0/8 or ::1", args.bind);
         return exit_code::BAD_INPUT;
     }
-    let service_time = ServiceTime::Constant {
+    let service_time = Distribution::Constant {
         ms: args.service_time_ms,
     };
     if let Err(problem) = service_time.validate() {

@@ -1,17 +1,20 @@
 //! The engine: starts the target if embedded, logs users in, drives the load
 //! model, collects interval snapshots and returns a [`RunResult`].
 //!
-//! The run ends in one of three ways. (1) The load finishes: closed-model users
-//! stop at the deadline after their current request; open-model users serve
-//! the queued arrivals. Either way in-flight requests get the request timeout
-//! plus one second to finish. (2) A first interrupt (Ctrl-C, SIGTERM or
-//! [`RunOptions::interrupt`]): no new request starts and in-flight ones get
-//! [`INTERRUPT_GRACE`]. (3) A second interrupt: in-flight requests are
-//! abandoned at once and counted as cancelled. Arrivals still queued at the
-//! end are counted as not sent.
+//! The run ends in one of three ways:
+//!
+//! 1. The load finishes. Closed-model users stop at the end of their window
+//!    after their current request. Open-model arrivals still queued when the
+//!    schedule ends are counted as not sent (run stopped). Either way,
+//!    in-flight requests get the request timeout plus one second to finish.
+//! 2. A first interrupt (Ctrl-C, SIGTERM or [`RunOptions::interrupt`]): no
+//!    new request starts, and in-flight ones get [`INTERRUPT_GRACE`].
+//! 3. A second interrupt, or the end of either grace period: in-flight
+//!    requests are abandoned and counted as cancelled.
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,19 +22,23 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::load::LoadModel;
-use crate::metrics::{
-    LoginReason, NotSentReason, Outcome, Percentiles, Recorder, Sample, ServerTime, StatsSet,
-};
+use crate::clock;
+use crate::load::{ClosedModel, LoadModel, OpenModel, Phase};
+use crate::metrics::{LoginReason, NotSentReason, Percentiles, Recorder, Sample, StatsSet};
 use crate::scenario::{Plan, TargetPlan};
 use crate::target::DemoTarget;
-use crate::user::{Arrival, LoginFailure, Shared, VirtualUser};
+use crate::user::{rate_limiter, Arrival, ClosedRun, LoginFailure, Pool, Shared, VirtualUser};
 
 /// How long in-flight requests may finish after a first interrupt.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// Length of one interval snapshot.
 pub const INTERVAL: Duration = Duration::from_secs(1);
+/// Schedule lag p99 above which the generator warns that it fell behind.
+pub const LAG_WARNING: Duration = Duration::from_millis(10);
+/// Achieved rate below this share of the target rate triggers a warning.
+const RATE_WARNING_SHARE: f64 = 0.99;
 /// How many users log in at the same time before an open-model run starts.
 const LOGIN_CONCURRENCY: usize = 64;
 const RECORDER_SHARDS: usize = 16;
@@ -117,7 +124,10 @@ pub struct IntervalRow {
     pub ok: u64,
     pub errors: u64,
     pub not_sent: u64,
+    /// Raw client latency of successful requests.
     pub client: Percentiles,
+    /// Corrected client latency of successful requests (empty without correction).
+    pub corrected: Percentiles,
     pub server: Percentiles,
     pub overhead: Percentiles,
 }
@@ -130,6 +140,7 @@ impl IntervalRow {
             errors: stats.outcomes.errors(),
             not_sent: stats.outcomes.not_sent(),
             client: Percentiles::of(&stats.client_ok),
+            corrected: Percentiles::of(&stats.corrected_ok),
             server: Percentiles::of(&stats.server_ok),
             overhead: Percentiles::of_signed(&stats.overhead),
         }
@@ -141,8 +152,30 @@ impl IntervalRow {
 pub struct IntervalSnapshot {
     pub start_s: f64,
     pub end_s: f64,
+    pub phase: Phase,
     pub endpoints: Vec<IntervalRow>,
     pub all: IntervalRow,
+}
+
+/// How well the load generator kept to the plan, so that a slow generator is
+/// never mistaken for a slow server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorReport {
+    /// Mean planned request rate: open model, planned arrivals over the
+    /// schedule; closed model with pacing, users over the pacing interval.
+    pub target_rate_per_s: Option<f64>,
+    /// Requests sent (logins excluded) over the planned duration, or over
+    /// the elapsed time of a run cut short.
+    pub achieved_rate_per_s: f64,
+    /// Open model: arrivals on the schedule.
+    pub planned_requests: Option<u64>,
+    /// Open model: arrivals that found no idle user when they were due.
+    pub arrivals_without_free_user: u64,
+    /// Users that took part, the open model's grown pool included.
+    pub users_started: usize,
+    /// Open model: actual send minus intended start, in milliseconds.
+    pub schedule_lag: Percentiles,
+    pub warnings: Vec<String>,
 }
 
 /// Everything a finished (or cut short) run produced.
@@ -153,6 +186,7 @@ pub struct RunResult {
     pub endpoints: Vec<EndpointInfo>,
     pub totals: StatsSet,
     pub intervals: Vec<IntervalSnapshot>,
+    pub generator: GeneratorReport,
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// From the start of the load to the last outcome.
     pub elapsed: Duration,
@@ -222,6 +256,13 @@ fn build_client(plan: &Plan) -> Result<reqwest::Client, SetupError> {
         .map_err(|error| SetupError::Client(crate::user::describe_error(error)))
 }
 
+/// What the open model's dispatcher thread counted.
+#[derive(Debug, Default)]
+struct DispatchCounts {
+    without_free_user: AtomicU64,
+    users_started: AtomicUsize,
+}
+
 async fn run_against(
     plan: Plan,
     options: &RunOptions,
@@ -229,12 +270,8 @@ async fn run_against(
 ) -> Result<RunResult, SetupError> {
     let endpoints = endpoint_list(&plan);
     let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
-    let shared = Arc::new(Shared::new(
-        &plan,
-        base_url,
-        build_client(&plan)?,
-        Arc::clone(&recorder),
-    ));
+    let client = build_client(&plan)?;
+    let shared = Arc::new(Shared::new(&plan, base_url, client, Arc::clone(&recorder)));
     let mut users: Vec<VirtualUser> = (0..plan.load.users())
         .map(|id| VirtualUser::new(id, Arc::clone(&shared), options.seed))
         .collect();
@@ -253,7 +290,7 @@ async fn run_against(
     if options.handle_signals {
         spawn_signal_listener(options.interrupt.clone(), shared.abort.clone());
     }
-    if let LoadModel::Open { .. } = plan.load {
+    if let LoadModel::Open(_) = plan.load {
         let rest = users.split_off(1);
         users.extend(log_in_all(rest).await);
     }
@@ -265,72 +302,52 @@ async fn run_against(
         Arc::clone(&recorder),
         endpoints.len(),
         start,
-        plan.load.duration(),
+        plan.load.clone(),
         options.progress,
         collector_done.clone(),
     ));
 
-    let end_of_load = start + plan.load.duration();
-    let mut tasks = JoinSet::new();
+    let tracker = TaskTracker::new();
+    let counts = Arc::new(DispatchCounts::default());
+    counts.users_started.store(users.len(), Ordering::Relaxed);
     let mut queue = None;
     match &plan.load {
-        LoadModel::Closed {
-            users: count,
-            pacing,
-            ramp_up,
-            ..
-        } => {
-            for (index, user) in users.into_iter().enumerate() {
-                let delay = ramp_up.mul_f64(index as f64 / *count as f64);
-                tasks.spawn(user.run_closed(delay, end_of_load, *pacing));
-            }
-        }
-        LoadModel::Open { schedule, .. } => {
-            let (sender, receiver) = async_channel::unbounded();
-            for user in users {
-                tasks.spawn(user.run_open(receiver.clone()));
-            }
-            let schedule = schedule.clone();
-            let scheduler_shared = Arc::clone(&shared);
-            let seed = options.seed;
-            tokio::spawn(async move {
-                let mut rng = SmallRng::seed_from_u64(seed);
-                for offset in schedule.arrivals() {
-                    let intended = start + offset;
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(intended.into()) => {}
-                        _ = scheduler_shared.stop.cancelled() => break,
-                    }
-                    let request = scheduler_shared.pick_request(&mut rng);
-                    if sender.send(Arrival { intended, request }).await.is_err() {
-                        break;
-                    }
-                }
-                // Dropping the sender closes the queue: users exit once it is empty.
-            });
-            queue = Some(receiver);
+        LoadModel::Closed(model) => spawn_closed(model, users, start, &tracker),
+        LoadModel::Open(model) => {
+            queue = Some(spawn_open(
+                model,
+                users,
+                start,
+                &shared,
+                &tracker,
+                &counts,
+                options.seed,
+            ));
         }
     }
+    tracker.close();
 
+    let end_of_load = start + plan.load.duration();
     let partial_reason =
-        wait_for_users(&mut tasks, &shared, &plan, end_of_load, &options.interrupt).await;
+        wait_for_users(&tracker, &shared, &plan, end_of_load, &options.interrupt).await;
 
     if let Some(queue) = queue {
         // Arrivals nobody picked up before the end were intended but never sent.
         while let Ok(arrival) = queue.try_recv() {
-            let sample = Sample {
-                endpoint: arrival.request + 1,
-                outcome: Outcome::NotSent(NotSentReason::RunStopped),
-                response_time_us: 0,
-                service_time_us: 0,
-                server_time: ServerTime::Missing,
-            };
+            let sample = Sample::not_sent(arrival.request + 1, NotSentReason::RunStopped);
             recorder.record(0, &sample);
         }
     }
     let elapsed = start.elapsed();
     collector_done.cancel();
     let (totals, intervals) = collector.await.expect("the collector task does not panic");
+    let generator = generator_report(
+        &plan.load,
+        &totals,
+        &counts,
+        elapsed,
+        partial_reason.is_some(),
+    );
 
     Ok(RunResult {
         plan,
@@ -338,6 +355,7 @@ async fn run_against(
         endpoints,
         totals,
         intervals,
+        generator,
         started_at,
         elapsed,
         partial_reason,
@@ -350,6 +368,8 @@ fn setup_error(
     base_url: &str,
     login_path: &str,
 ) -> SetupError {
+    use crate::metrics::Outcome;
+
     let url = format!("{base_url}{login_path}");
     match failure.outcome {
         Outcome::ConnectError | Outcome::Timeout => SetupError::Unreachable {
@@ -361,6 +381,131 @@ fn setup_error(
             url,
             detail: failure.detail,
         },
+    }
+}
+
+fn spawn_closed(
+    model: &ClosedModel,
+    users: Vec<VirtualUser>,
+    start: Instant,
+    tracker: &TaskTracker,
+) {
+    let global_cap = model
+        .rate_cap_per_s
+        .map(|rate| Arc::new(rate_limiter(rate)));
+    for (index, user) in users.into_iter().enumerate() {
+        let (start_offset, stop_offset) = model.user_window(index);
+        let run = ClosedRun {
+            start: start + start_offset,
+            stop_at: start + stop_offset,
+            pacing: model.pacing,
+            think_time: model.think_time,
+            global_cap: global_cap.clone(),
+            user_cap: model
+                .user_rate_cap_per_s
+                .map(|rate| Arc::new(rate_limiter(rate))),
+        };
+        tracker.spawn(user.run_closed(run));
+    }
+}
+
+/// Starts the open model: the users serving the queue, and the dispatcher
+/// thread that puts each arrival on the queue at its intended start.
+/// Returns the queue so that leftovers can be counted at the end.
+fn spawn_open(
+    model: &OpenModel,
+    users: Vec<VirtualUser>,
+    start: Instant,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    counts: &Arc<DispatchCounts>,
+    seed: u64,
+) -> async_channel::Receiver<Arrival> {
+    let (sender, receiver) = async_channel::unbounded();
+    let pool = Arc::new(Pool::default());
+    for user in users {
+        tracker.spawn(user.run_open(receiver.clone(), Arc::clone(&pool), model.max_queue_wait));
+    }
+    let grow = PoolGrowth {
+        shared: Arc::clone(shared),
+        pool: Arc::clone(&pool),
+        tracker: tracker.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        queue: receiver.clone(),
+        max_queue_wait: model.max_queue_wait,
+        max_users: model.max_users,
+        seed,
+        counts: Arc::clone(counts),
+        starting: Arc::new(AtomicUsize::new(0)),
+    };
+    let model = model.clone();
+    let shared = Arc::clone(shared);
+    let counts = Arc::clone(counts);
+    std::thread::Builder::new()
+        .name("parallax-dispatch".into())
+        .spawn(move || {
+            clock::use_precise_timers();
+            let mut rng = SmallRng::seed_from_u64(seed);
+            for offset in model.schedule.arrivals(model.process) {
+                let intended = start + offset;
+                if !clock::wait_until(intended, || shared.stop.is_cancelled()) {
+                    break;
+                }
+                if pool.idle.load(Ordering::Relaxed) == 0 {
+                    counts.without_free_user.fetch_add(1, Ordering::Relaxed);
+                }
+                let request = shared.pick_request(&mut rng);
+                if sender.try_send(Arrival { intended, request }).is_err() {
+                    break;
+                }
+                grow.grow_if_needed();
+            }
+            // Dropping the sender closes the queue once the schedule is over.
+        })
+        .expect("the operating system starts a thread");
+    receiver
+}
+
+/// Adds users to the open model's pool while arrivals wait and the pool is
+/// below its maximum. Each new user logs in before it serves the queue.
+struct PoolGrowth {
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    tracker: TaskTracker,
+    runtime: tokio::runtime::Handle,
+    queue: async_channel::Receiver<Arrival>,
+    max_queue_wait: Option<Duration>,
+    max_users: usize,
+    seed: u64,
+    counts: Arc<DispatchCounts>,
+    /// Users spawned that are still logging in.
+    starting: Arc<AtomicUsize>,
+}
+
+impl PoolGrowth {
+    fn grow_if_needed(&self) {
+        while self.queue.len() > self.starting.load(Ordering::Relaxed) {
+            let id = self.counts.users_started.load(Ordering::Relaxed);
+            if id >= self.max_users {
+                return;
+            }
+            self.counts.users_started.store(id + 1, Ordering::Relaxed);
+            self.starting.fetch_add(1, Ordering::Relaxed);
+            let mut user = VirtualUser::new(id, Arc::clone(&self.shared), self.seed);
+            let queue = self.queue.clone();
+            let pool = Arc::clone(&self.pool);
+            let starting = Arc::clone(&self.starting);
+            let max_queue_wait = self.max_queue_wait;
+            self.tracker.spawn_on(
+                async move {
+                    // A failed login is recorded; the user retries with backoff when it gets work.
+                    let _ = user.login(LoginReason::Initial).await;
+                    starting.fetch_sub(1, Ordering::Relaxed);
+                    user.run_open(queue, pool, max_queue_wait).await;
+                },
+                &self.runtime,
+            );
+        }
     }
 }
 
@@ -391,7 +536,7 @@ async fn log_in_all(users: Vec<VirtualUser>) -> Vec<VirtualUser> {
 /// Waits for every user task, applying the end-of-run rules listed in the
 /// module documentation. Returns the reason the run was cut short, if any.
 async fn wait_for_users(
-    tasks: &mut JoinSet<()>,
+    tracker: &TaskTracker,
     shared: &Shared,
     plan: &Plan,
     end_of_load: Instant,
@@ -399,16 +544,11 @@ async fn wait_for_users(
 ) -> Option<String> {
     let mut partial_reason = None;
     let mut drain_deadline = end_of_load + plan.request_timeout + Duration::from_secs(1);
-    let closed = matches!(plan.load, LoadModel::Closed { .. });
     loop {
         tokio::select! {
-            joined = tasks.join_next() => {
-                if joined.is_none() {
-                    return partial_reason;
-                }
-            }
-            // Closed model: wake users sleeping in pacing or login backoff.
-            _ = tokio::time::sleep_until(end_of_load.into()), if closed && !shared.stop.is_cancelled() => {
+            _ = tracker.wait() => return partial_reason,
+            // The load is over: no new request starts; sleeping users wake up.
+            _ = tokio::time::sleep_until(end_of_load.into()), if !shared.stop.is_cancelled() => {
                 shared.stop.cancel();
             }
             _ = interrupt.cancelled(), if partial_reason.is_none() => {
@@ -424,6 +564,83 @@ async fn wait_for_users(
     }
 }
 
+fn generator_report(
+    load: &LoadModel,
+    totals: &StatsSet,
+    counts: &DispatchCounts,
+    elapsed: Duration,
+    partial: bool,
+) -> GeneratorReport {
+    // A complete run is measured over its plan; one cut short over the time it ran.
+    let window = if partial {
+        load.duration().min(elapsed)
+    } else {
+        load.duration()
+    };
+    let window_s = window.as_secs_f64().max(1e-9);
+    let sent: u64 = totals
+        .endpoints
+        .iter()
+        .skip(1)
+        .map(|endpoint| endpoint.outcomes.sent())
+        .sum();
+    let achieved_rate_per_s = sent as f64 / window_s;
+    let (target_rate_per_s, planned_requests) = match load {
+        LoadModel::Open(model) => {
+            let planned = model.schedule.planned_arrivals(model.process);
+            (
+                Some(planned as f64 / model.schedule.duration().as_secs_f64()),
+                Some(planned),
+            )
+        }
+        LoadModel::Closed(ClosedModel {
+            pacing: Some(pacing),
+            users,
+            ..
+        }) => (Some(*users as f64 / pacing.as_secs_f64()), None),
+        LoadModel::Closed(_) => (None, None),
+    };
+    let schedule_lag = Percentiles::of(&totals.schedule_lag);
+    let arrivals_without_free_user = counts.without_free_user.load(Ordering::Relaxed);
+    let users_started = counts.users_started.load(Ordering::Relaxed);
+
+    let mut warnings = Vec::new();
+    if let Some(target) = target_rate_per_s {
+        if achieved_rate_per_s < target * RATE_WARNING_SHARE {
+            warnings.push(format!(
+                "target rate not reached: achieved {achieved_rate_per_s:.2} req/s of the planned {target:.2} req/s ({:+.1} %)",
+                (achieved_rate_per_s / target - 1.0) * 100.0
+            ));
+        }
+    }
+    if arrivals_without_free_user > 0 {
+        let max_users = match load {
+            LoadModel::Open(model) => model.max_users,
+            LoadModel::Closed(model) => model.users,
+        };
+        warnings.push(format!(
+            "no free user for {arrivals_without_free_user} arrivals (pool grew to {users_started} of at most {max_users}): they waited in the queue, and their wait counts in the corrected latency; raise load.users or load.max_users"
+        ));
+    }
+    if let Some(p99_ms) = schedule_lag.p99_ms {
+        let limit_ms = LAG_WARNING.as_secs_f64() * 1000.0;
+        if p99_ms > limit_ms {
+            warnings.push(format!(
+                "schedule lag p99 is {p99_ms:.2} ms (above {limit_ms:.0} ms): requests started late, so corrected latency includes the generator's delay or the wait for a free user"
+            ));
+        }
+    }
+    GeneratorReport {
+        target_rate_per_s,
+        achieved_rate_per_s,
+        planned_requests,
+        arrivals_without_free_user,
+        users_started,
+        schedule_lag,
+        warnings,
+    }
+}
+
 fn spawn_signal_listener(interrupt: CancellationToken, abort: CancellationToken) {
     tokio::spawn(async move {
         let mut signals = 0;
@@ -433,7 +650,10 @@ fn spawn_signal_listener(interrupt: CancellationToken, abort: CancellationToken)
             }
             signals += 1;
             if signals == 1 {
-                eprintln!("\ninterrupted: stopping new requests, letting in-flight ones finish for up to {} s (interrupt again to stop at once)", INTERRUPT_GRACE.as_secs());
+                eprintln!(
+                    "\ninterrupted: stopping new requests, letting in-flight ones finish for up to {} s (interrupt again to stop at once)",
+                    INTERRUPT_GRACE.as_secs()
+                );
                 interrupt.cancel();
             } else {
                 eprintln!(
@@ -472,14 +692,14 @@ async fn collect(
     recorder: Arc<Recorder>,
     endpoint_count: usize,
     start: Instant,
-    planned: Duration,
+    load: LoadModel,
     progress: ProgressMode,
     done: CancellationToken,
 ) -> (StatsSet, Vec<IntervalSnapshot>) {
     let mut totals = StatsSet::new(endpoint_count);
     let mut interval = StatsSet::new(endpoint_count);
     let mut snapshots = Vec::new();
-    let mut display = Progress::new(progress, planned);
+    let mut display = Progress::new(progress, load.duration());
     let mut ticker = tokio::time::interval_at((start + INTERVAL).into(), INTERVAL);
     let mut interval_start = start;
     loop {
@@ -490,9 +710,11 @@ async fn collect(
         let now = Instant::now();
         recorder.drain_into(&mut interval);
         // The last interval is usually shorter than the others; its real length is kept.
+        let middle = (interval_start - start) + (now - interval_start) / 2;
         let snapshot = IntervalSnapshot {
             start_s: (interval_start - start).as_secs_f64(),
             end_s: (now - start).as_secs_f64(),
+            phase: load.phase_at(middle),
             endpoints: interval.endpoints.iter().map(IntervalRow::of).collect(),
             all: IntervalRow::of(&interval.combined()),
         };
@@ -553,7 +775,8 @@ impl Progress {
         let errors = all.outcomes.errors();
         let sent = all.outcomes.sent().max(1);
         let message = format!(
-            "{rate:.0} req/s  p99 {p99}  errors {errors} ({:.1}%)  logins {}",
+            "{}  {rate:.0} req/s  p99 {p99}  errors {errors} ({:.1}%)  logins {}",
+            snapshot.phase.name(),
             errors as f64 * 100.0 / sent as f64,
             totals.logins.attempts()
         );

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod engine;
 pub mod load;
 pub mod metrics;
@@ -23,12 +24,14 @@ pub mod user;
 pub mod exit_code {
     /// The run finished and every report was written.
     pub const OK: i32 = 0;
-    /// The run finished but requests failed above the scenario's allowed error rate.
+    /// The run finished but a `[checks]` limit (error rate or p99) failed.
     pub const CHECKS_FAILED: i32 = 1;
     /// The scenario, a credentials file or a command-line flag is invalid.
     pub const BAD_INPUT: i32 = 2;
-    /// The run could not start: the target is unreachable or login failed for every user.
+    /// The run could not start: the target is unreachable or the first login failed.
     pub const SETUP_FAILED: i32 = 3;
+    /// The run finished but its reports could not be written.
+    pub const REPORT_FAILED: i32 = 4;
     /// The run was interrupted (Ctrl-C or SIGTERM); the reports are marked partial.
     pub const INTERRUPTED: i32 = 130;
 }

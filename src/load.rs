@@ -7,6 +7,87 @@
 
 use std::time::Duration;
 
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+
+/// A distribution of durations, in milliseconds: service times of the
+/// embedded target and think times of the closed model.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "distribution", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Distribution {
+    Constant {
+        ms: f64,
+    },
+    Uniform {
+        min_ms: f64,
+        max_ms: f64,
+    },
+    Exponential {
+        mean_ms: f64,
+    },
+    /// Log-normal with the given median and 99th percentile.
+    Lognormal {
+        median_ms: f64,
+        p99_ms: f64,
+    },
+}
+
+/// The 99th percentile of the standard normal distribution.
+const Z_99: f64 = 2.326_347_874;
+const MAX_DELAY_MS: f64 = 3_600_000.0;
+
+impl Distribution {
+    /// Checks that the parameters describe a distribution on 0..=1 hour.
+    pub fn validate(&self) -> Result<(), String> {
+        let values: &[(&str, f64)] = match self {
+            Distribution::Constant { ms } => &[("ms", *ms)],
+            Distribution::Uniform { min_ms, max_ms } => &[("min_ms", *min_ms), ("max_ms", *max_ms)],
+            Distribution::Exponential { mean_ms } => &[("mean_ms", *mean_ms)],
+            Distribution::Lognormal { median_ms, p99_ms } => {
+                &[("median_ms", *median_ms), ("p99_ms", *p99_ms)]
+            }
+        };
+        for (name, value) in values {
+            if !value.is_finite() || *value < 0.0 || *value > MAX_DELAY_MS {
+                return Err(format!(
+                    "`{name}` must be from 0 to {MAX_DELAY_MS} milliseconds, got {value}."
+                ));
+            }
+        }
+        match self {
+            Distribution::Uniform { min_ms, max_ms } if min_ms > max_ms => {
+                Err(format!("`min_ms` ({min_ms}) is larger than `max_ms` ({max_ms}). Swap them."))
+            }
+            Distribution::Lognormal { median_ms, p99_ms } if p99_ms < median_ms || *median_ms <= 0.0 => Err(format!(
+                "`p99_ms` ({p99_ms}) must be at least `median_ms` ({median_ms}), and the median above 0."
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
+        let ms = match *self {
+            Distribution::Constant { ms } => ms,
+            Distribution::Uniform { min_ms, max_ms } => {
+                min_ms + (max_ms - min_ms) * rng.gen::<f64>()
+            }
+            Distribution::Exponential { mean_ms } => -mean_ms * (1.0 - rng.gen::<f64>()).ln(),
+            Distribution::Lognormal { median_ms, p99_ms } => {
+                let sigma = (p99_ms / median_ms).ln() / Z_99;
+                median_ms * (sigma * standard_normal(rng)).exp()
+            }
+        };
+        Duration::from_secs_f64(ms.clamp(0.0, MAX_DELAY_MS) / 1000.0)
+    }
+}
+
+/// One draw from N(0, 1) by the Box-Muller transform.
+fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = 1.0 - rng.gen::<f64>();
+    let u2: f64 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 /// How the rate moves from the previous stage's rate to this stage's rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ramp {
@@ -77,74 +158,206 @@ impl RateSchedule {
         None
     }
 
-    /// Returns every intended start offset as an iterator, with uniform spacing
-    /// at the current rate: each gap is the inverse of the rate at the previous
-    /// arrival. A constant 7 req/s over 20 s gives exactly 140 arrivals.
-    pub fn arrivals(&self) -> impl Iterator<Item = Duration> + '_ {
+    /// Returns every intended start offset, in order. Uniform spacing makes
+    /// each gap the inverse of the rate at the previous arrival, so a constant
+    /// 7 req/s over 20 s gives exactly 140 arrivals. Poisson arrivals draw
+    /// each gap from an exponential distribution with that mean, from a
+    /// seeded generator, so the same seed gives the same schedule.
+    pub fn arrivals(&self, process: ArrivalProcess) -> impl Iterator<Item = Duration> + '_ {
+        let mut rng = match process {
+            ArrivalProcess::Uniform => None,
+            ArrivalProcess::Poisson { seed } => Some(rand::rngs::SmallRng::seed_from_u64(seed)),
+        };
+        // The first arrival of a uniform schedule is at 0; a Poisson one waits a first gap.
         let mut next = Some(0.0_f64);
-        std::iter::from_fn(move || {
+        let mut first = true;
+        std::iter::from_fn(move || loop {
             let at_s = next?;
-            let at = Duration::from_secs_f64(at_s);
-            let Some(rate) = self.rate_at(at) else {
+            let Some(rate) = self.rate_at(Duration::from_secs_f64(at_s)) else {
                 next = None;
                 return None;
             };
             // Accumulate in f64 seconds so that fractional gaps do not drift.
-            next = Some(at_s + 1.0 / rate);
-            Some(at)
+            let gap = match &mut rng {
+                None => 1.0 / rate,
+                Some(rng) => -(1.0 - rng.gen::<f64>()).ln() / rate,
+            };
+            next = Some(at_s + gap);
+            if rng.is_some() && std::mem::take(&mut first) {
+                continue;
+            }
+            return Some(Duration::from_secs_f64(at_s));
         })
     }
+
+    /// Planned arrivals over the whole schedule.
+    pub fn planned_arrivals(&self, process: ArrivalProcess) -> u64 {
+        self.arrivals(process).count() as u64
+    }
+
+    /// The phase at `elapsed`: ramp up or down during a linear stage whose
+    /// rate rises or falls, steady otherwise, draining past the end.
+    pub fn phase_at(&self, elapsed: Duration) -> Phase {
+        let mut stage_start = Duration::ZERO;
+        let mut previous_rate = self.start_rate_per_s;
+        for stage in &self.stages {
+            if elapsed < stage_start + stage.duration {
+                return match stage.ramp {
+                    Ramp::Linear if stage.rate_per_s > previous_rate => Phase::RampUp,
+                    Ramp::Linear if stage.rate_per_s < previous_rate => Phase::RampDown,
+                    _ => Phase::Steady,
+                };
+            }
+            stage_start += stage.duration;
+            previous_rate = stage.rate_per_s;
+        }
+        Phase::Draining
+    }
+}
+
+/// How arrivals are spaced in the open model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrivalProcess {
+    /// Evenly spaced at the current rate.
+    Uniform,
+    /// Exponentially distributed gaps (a Poisson process), reproducible from the seed.
+    Poisson { seed: u64 },
+}
+
+/// The phase of a run, shown in the progress display and tagged in the time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    RampUp,
+    Steady,
+    RampDown,
+    /// The load has ended; in-flight requests are finishing.
+    Draining,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::RampUp => "ramp_up",
+            Phase::Steady => "steady",
+            Phase::RampDown => "ramp_down",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+/// The closed model: a fixed number of users, each sending its next request
+/// when the previous one finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedModel {
+    pub users: usize,
+    /// Total run time, ramps included.
+    pub duration: Duration,
+    /// Users start evenly spread over this time.
+    pub ramp_up: Duration,
+    /// Users stop evenly spread over this time, at the end of `duration`.
+    pub ramp_down: Duration,
+    /// Each user starts an iteration at most once per pacing interval. The
+    /// corrected view uses it as the expected interval.
+    pub pacing: Option<Duration>,
+    /// A pause after each request, drawn per iteration.
+    pub think_time: Option<Distribution>,
+    /// Rate limit over all users, in requests per second.
+    pub rate_cap_per_s: Option<f64>,
+    /// Rate limit of each user, in requests per second.
+    pub user_rate_cap_per_s: Option<f64>,
+}
+
+impl ClosedModel {
+    /// When user `index` (of `users`) starts and stops, relative to the run start.
+    pub fn user_window(&self, index: usize) -> (Duration, Duration) {
+        let share = index as f64 / self.users as f64;
+        let start = self.ramp_up.mul_f64(share);
+        // The last users to start are the first to stop.
+        let stop = self.duration
+            - self
+                .ramp_down
+                .mul_f64((1.0 - share - 1.0 / self.users as f64).max(0.0));
+        (start, stop)
+    }
+
+    pub fn phase_at(&self, elapsed: Duration) -> Phase {
+        if elapsed >= self.duration {
+            Phase::Draining
+        } else if elapsed < self.ramp_up {
+            Phase::RampUp
+        } else if elapsed >= self.duration - self.ramp_down {
+            Phase::RampDown
+        } else {
+            Phase::Steady
+        }
+    }
+}
+
+/// The open model: arrivals follow a schedule, whatever the server does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenModel {
+    /// Users logged in before the start.
+    pub users: usize,
+    /// The pool grows up to this many users (each new one logging in) when
+    /// no user is free at an arrival.
+    pub max_users: usize,
+    pub schedule: RateSchedule,
+    pub process: ArrivalProcess,
+    /// An arrival that waits longer than this for a free user is counted as
+    /// not sent (no free user); `None` waits until the end of the run.
+    pub max_queue_wait: Option<Duration>,
 }
 
 /// The resolved load model of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoadModel {
-    /// `users` virtual users loop until `duration` has passed. With `pacing`,
-    /// each user starts an iteration at most once per pacing interval.
-    Closed {
-        users: usize,
-        duration: Duration,
-        pacing: Option<Duration>,
-        ramp_up: Duration,
-    },
-    /// Arrivals follow `schedule`; a pool of `users` logged-in users serves them.
-    Open {
-        users: usize,
-        schedule: RateSchedule,
-    },
+    Closed(ClosedModel),
+    Open(OpenModel),
 }
 
 impl LoadModel {
+    /// Users at the start (the open model's pool may grow).
     pub fn users(&self) -> usize {
         match self {
-            LoadModel::Closed { users, .. } | LoadModel::Open { users, .. } => *users,
+            LoadModel::Closed(model) => model.users,
+            LoadModel::Open(model) => model.users,
         }
     }
 
     pub fn duration(&self) -> Duration {
         match self {
-            LoadModel::Closed { duration, .. } => *duration,
-            LoadModel::Open { schedule, .. } => schedule.duration(),
+            LoadModel::Closed(model) => model.duration,
+            LoadModel::Open(model) => model.schedule.duration(),
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
-            LoadModel::Closed { .. } => "closed",
-            LoadModel::Open { .. } => "open",
+            LoadModel::Closed(_) => "closed",
+            LoadModel::Open(_) => "open",
         }
     }
 
-    /// What client latency is measured from, as written in reports.
-    pub fn latency_origin(&self) -> &'static str {
+    pub fn phase_at(&self, elapsed: Duration) -> Phase {
         match self {
-            LoadModel::Closed { .. } => {
-                "actual send (closed model, no coordinated-omission correction)"
-            }
-            LoadModel::Open { .. } => {
-                "intended start on the arrival schedule (coordinated-omission safe)"
-            }
+            LoadModel::Closed(model) => model.phase_at(elapsed),
+            LoadModel::Open(model) => model.schedule.phase_at(elapsed),
         }
+    }
+
+    /// How the corrected latency is obtained, as written in reports.
+    pub fn correction(&self) -> &'static str {
+        match self {
+            LoadModel::Open(_) => "open model: corrected latency runs from each request's intended start on the arrival schedule; raw latency from the actual send",
+            LoadModel::Closed(ClosedModel { pacing: Some(_), .. }) => "closed model with pacing: corrected latency adds the requests a stalled user could not send, at the pacing interval (HdrHistogram record_correct); raw latency from the actual send",
+            LoadModel::Closed(_) => "none: closed model without pacing, so only raw latency from the actual send is reported; it understates latency when the server stalls (coordinated omission)",
+        }
+    }
+
+    /// True when the run records a corrected view next to the raw one.
+    pub fn has_correction(&self) -> bool {
+        !matches!(self, LoadModel::Closed(ClosedModel { pacing: None, .. }))
     }
 }
 
@@ -153,11 +366,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lognormal_median_matches() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let distribution = Distribution::Lognormal {
+            median_ms: 10.0,
+            p99_ms: 40.0,
+        };
+        let mut samples: Vec<f64> = (0..20_000)
+            .map(|_| distribution.sample(&mut rng).as_secs_f64() * 1000.0)
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        let p99 = samples[samples.len() * 99 / 100];
+        assert!((9.5..10.5).contains(&median), "{median}");
+        assert!((36.0..44.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn invalid_distributions_are_rejected() {
+        assert!(Distribution::Uniform {
+            min_ms: 5.0,
+            max_ms: 1.0
+        }
+        .validate()
+        .is_err());
+        assert!(Distribution::Constant { ms: -1.0 }.validate().is_err());
+        assert!(Distribution::Constant { ms: f64::NAN }.validate().is_err());
+        assert!(Distribution::Lognormal {
+            median_ms: 10.0,
+            p99_ms: 5.0
+        }
+        .validate()
+        .is_err());
+        assert!(Distribution::Exponential { mean_ms: 3.0 }
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
     fn fractional_rate_counts() {
         let seven = RateSchedule::constant(7.0, Duration::from_secs(20));
-        assert_eq!(seven.arrivals().count(), 140);
+        assert_eq!(seven.arrivals(ArrivalProcess::Uniform).count(), 140);
         let half = RateSchedule::constant(0.5, Duration::from_secs(20));
-        assert_eq!(half.arrivals().count(), 10);
+        assert_eq!(half.arrivals(ArrivalProcess::Uniform).count(), 10);
     }
 
     #[test]
@@ -174,7 +425,7 @@ mod tests {
         assert_eq!(ramp.rate_at(Duration::from_secs(10)), Some(105.0));
         assert_eq!(ramp.rate_at(Duration::from_secs(20)), None);
         // The mean rate is 105 req/s, so about 2100 arrivals in 20 s.
-        let count = ramp.arrivals().count();
+        let count = ramp.arrivals(ArrivalProcess::Uniform).count();
         assert!((2080..=2120).contains(&count), "{count}");
     }
 
@@ -196,6 +447,76 @@ mod tests {
             ],
         );
         assert_eq!(steps.duration(), Duration::from_secs(4));
-        assert_eq!(steps.arrivals().count(), 10 + 100);
+        assert_eq!(steps.arrivals(ArrivalProcess::Uniform).count(), 10 + 100);
+    }
+
+    #[test]
+    fn poisson_arrivals_are_seeded() {
+        let schedule = RateSchedule::constant(100.0, Duration::from_secs(100));
+        let first: Vec<Duration> = schedule
+            .arrivals(ArrivalProcess::Poisson { seed: 3 })
+            .take(50)
+            .collect();
+        let again: Vec<Duration> = schedule
+            .arrivals(ArrivalProcess::Poisson { seed: 3 })
+            .take(50)
+            .collect();
+        assert_eq!(first, again);
+        let count = schedule.planned_arrivals(ArrivalProcess::Poisson { seed: 3 });
+        // 10,000 expected; a Poisson count has a standard deviation of 100.
+        assert!((9_600..=10_400).contains(&count), "{count}");
+    }
+
+    #[test]
+    fn phases_follow_stages() {
+        let schedule = RateSchedule::new(
+            10.0,
+            vec![
+                Stage {
+                    duration: Duration::from_secs(10),
+                    rate_per_s: 100.0,
+                    ramp: Ramp::Linear,
+                },
+                Stage {
+                    duration: Duration::from_secs(10),
+                    rate_per_s: 100.0,
+                    ramp: Ramp::Step,
+                },
+                Stage {
+                    duration: Duration::from_secs(10),
+                    rate_per_s: 5.0,
+                    ramp: Ramp::Linear,
+                },
+            ],
+        );
+        assert_eq!(schedule.phase_at(Duration::from_secs(5)), Phase::RampUp);
+        assert_eq!(schedule.phase_at(Duration::from_secs(15)), Phase::Steady);
+        assert_eq!(schedule.phase_at(Duration::from_secs(25)), Phase::RampDown);
+        assert_eq!(schedule.phase_at(Duration::from_secs(30)), Phase::Draining);
+    }
+
+    #[test]
+    fn closed_ramps_spread_users() {
+        let model = ClosedModel {
+            users: 4,
+            duration: Duration::from_secs(20),
+            ramp_up: Duration::from_secs(4),
+            ramp_down: Duration::from_secs(4),
+            pacing: None,
+            think_time: None,
+            rate_cap_per_s: None,
+            user_rate_cap_per_s: None,
+        };
+        assert_eq!(
+            model.user_window(0),
+            (Duration::ZERO, Duration::from_secs(17))
+        );
+        assert_eq!(
+            model.user_window(3),
+            (Duration::from_secs(3), Duration::from_secs(20))
+        );
+        assert_eq!(model.phase_at(Duration::from_secs(1)), Phase::RampUp);
+        assert_eq!(model.phase_at(Duration::from_secs(10)), Phase::Steady);
+        assert_eq!(model.phase_at(Duration::from_secs(17)), Phase::RampDown);
     }
 }

@@ -55,6 +55,8 @@ pub enum NotSentReason {
     RunStopped,
     /// The virtual user had no valid token because its login failed.
     LoginFailed,
+    /// Open model: no user was free to send it within the queue-wait bound.
+    NoFreeUser,
 }
 
 /// The server-reported processing time of one response, as parsed.
@@ -71,13 +73,41 @@ pub enum ServerTime {
 pub struct Sample {
     pub endpoint: usize,
     pub outcome: Outcome,
-    /// Client latency in microseconds. In the open model it runs from the
-    /// request's intended start on the schedule; in the closed model from the
-    /// actual send. Zero for requests never sent.
-    pub response_time_us: u64,
-    /// Client latency from the actual send to the end of the body, in microseconds.
-    pub service_time_us: u64,
+    /// Raw client latency in microseconds: from the first send to the end of
+    /// the body, a retry after a 401 included. Zero for requests never sent.
+    pub latency_us: u64,
+    /// The last attempt alone, from its send to the end of its body: the
+    /// time comparable with the server's own report.
+    pub attempt_us: u64,
+    pub correction: Correction,
     pub server_time: ServerTime,
+}
+
+impl Sample {
+    /// A request that was never sent.
+    pub fn not_sent(endpoint: usize, reason: NotSentReason) -> Self {
+        Sample {
+            endpoint,
+            outcome: Outcome::NotSent(reason),
+            latency_us: 0,
+            attempt_us: 0,
+            correction: Correction::None,
+            server_time: ServerTime::Missing,
+        }
+    }
+}
+
+/// How the coordinated-omission-corrected latency of a sample is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Correction {
+    /// No correction: closed model without pacing. Only the raw view exists.
+    None,
+    /// Open model: the latency from the request's intended start on the
+    /// schedule, and the schedule lag (actual send minus intended start).
+    IntendedStart { latency_us: u64, lag_us: u64 },
+    /// Closed model with pacing: HdrHistogram's `record_correct` with this
+    /// expected interval, which adds the samples a stalled user could not send.
+    ExpectedInterval(u64),
 }
 
 /// Counts of outcomes for one endpoint.
@@ -93,6 +123,7 @@ pub struct OutcomeCounts {
     pub cancelled: u64,
     pub not_sent_run_stopped: u64,
     pub not_sent_login_failed: u64,
+    pub not_sent_no_free_user: u64,
 }
 
 impl OutcomeCounts {
@@ -107,6 +138,7 @@ impl OutcomeCounts {
             Outcome::Cancelled => self.cancelled += 1,
             Outcome::NotSent(NotSentReason::RunStopped) => self.not_sent_run_stopped += 1,
             Outcome::NotSent(NotSentReason::LoginFailed) => self.not_sent_login_failed += 1,
+            Outcome::NotSent(NotSentReason::NoFreeUser) => self.not_sent_no_free_user += 1,
         }
     }
 
@@ -115,7 +147,7 @@ impl OutcomeCounts {
     }
 
     pub fn not_sent(&self) -> u64 {
-        self.not_sent_run_stopped + self.not_sent_login_failed
+        self.not_sent_run_stopped + self.not_sent_login_failed + self.not_sent_no_free_user
     }
 
     /// Requests that were sent and did not succeed.
@@ -149,6 +181,7 @@ impl OutcomeCounts {
         self.cancelled += other.cancelled;
         self.not_sent_run_stopped += other.not_sent_run_stopped;
         self.not_sent_login_failed += other.not_sent_login_failed;
+        self.not_sent_no_free_user += other.not_sent_no_free_user;
     }
 }
 
@@ -270,11 +303,12 @@ fn add_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
 #[derive(Debug, Clone)]
 pub struct EndpointStats {
     pub outcomes: OutcomeCounts,
-    /// Client latency of successful requests (see [`Sample::response_time_us`]).
+    /// Raw client latency of successful requests (see [`Sample::latency_us`]).
     pub client_ok: Histogram<u64>,
-    /// Client latency from the actual send, successful requests only.
-    pub service_ok: Histogram<u64>,
-    /// Client latency of failed requests that were sent, kept apart from `client_ok`.
+    /// Corrected client latency of successful requests (see [`Correction`]);
+    /// empty when the run has no correction.
+    pub corrected_ok: Histogram<u64>,
+    /// Raw client latency of failed requests that were sent, kept apart from `client_ok`.
     pub client_error: Histogram<u64>,
     /// Server-reported time of successful requests.
     pub server_ok: Histogram<u64>,
@@ -293,7 +327,7 @@ impl Default for EndpointStats {
         EndpointStats {
             outcomes: OutcomeCounts::default(),
             client_ok: new_histogram(),
-            service_ok: new_histogram(),
+            corrected_ok: new_histogram(),
             client_error: new_histogram(),
             server_ok: new_histogram(),
             server_error: new_histogram(),
@@ -311,8 +345,8 @@ impl EndpointStats {
             // Nothing was measured: a cancelled request has no response to time.
             return;
         }
-        let response = self.clamp(sample.response_time_us);
-        let service = self.clamp(sample.service_time_us);
+        let latency = self.clamp(sample.latency_us);
+        let attempt = self.clamp(sample.attempt_us);
         let server = match sample.server_time {
             ServerTime::Reported(us) => Some(self.clamp(us)),
             ServerTime::Missing => {
@@ -320,18 +354,33 @@ impl EndpointStats {
                 None
             }
         };
-        if sample.outcome.is_ok() {
-            record_value(&mut self.client_ok, response);
-            record_value(&mut self.service_ok, service);
-            if let Some(server) = server {
-                record_value(&mut self.server_ok, server);
-                self.overhead.record(service as i64 - server as i64);
-            }
-        } else {
-            record_value(&mut self.client_error, response);
+        if !sample.outcome.is_ok() {
+            record_value(&mut self.client_error, latency);
             if let Some(server) = server {
                 record_value(&mut self.server_error, server);
             }
+            return;
+        }
+        record_value(&mut self.client_ok, latency);
+        match sample.correction {
+            Correction::None => {}
+            Correction::IntendedStart { latency_us, .. } => {
+                let corrected = self.clamp(latency_us);
+                record_value(&mut self.corrected_ok, corrected);
+            }
+            Correction::ExpectedInterval(interval_us) => {
+                if self
+                    .corrected_ok
+                    .record_correct(latency, interval_us)
+                    .is_err()
+                {
+                    record_value(&mut self.corrected_ok, latency);
+                }
+            }
+        }
+        if let Some(server) = server {
+            record_value(&mut self.server_ok, server);
+            self.overhead.record(attempt as i64 - server as i64);
         }
     }
 
@@ -347,7 +396,7 @@ impl EndpointStats {
     pub fn merge(&mut self, other: &EndpointStats) {
         self.outcomes.merge(&other.outcomes);
         add_histogram(&mut self.client_ok, &other.client_ok);
-        add_histogram(&mut self.service_ok, &other.service_ok);
+        add_histogram(&mut self.corrected_ok, &other.corrected_ok);
         add_histogram(&mut self.client_error, &other.client_error);
         add_histogram(&mut self.server_ok, &other.server_ok);
         add_histogram(&mut self.server_error, &other.server_error);
@@ -360,7 +409,7 @@ impl EndpointStats {
     pub fn reset(&mut self) {
         self.outcomes = OutcomeCounts::default();
         self.client_ok.reset();
-        self.service_ok.reset();
+        self.corrected_ok.reset();
         self.client_error.reset();
         self.server_ok.reset();
         self.server_error.reset();
@@ -414,6 +463,8 @@ pub enum LoginReason {
 pub struct StatsSet {
     pub endpoints: Vec<EndpointStats>,
     pub logins: LoginCounts,
+    /// Open model: actual send minus intended start of every sent request, in microseconds.
+    pub schedule_lag: Histogram<u64>,
 }
 
 impl StatsSet {
@@ -423,11 +474,15 @@ impl StatsSet {
                 .map(|_| EndpointStats::default())
                 .collect(),
             logins: LoginCounts::default(),
+            schedule_lag: new_histogram(),
         }
     }
 
     pub fn record(&mut self, sample: &Sample) {
         self.endpoints[sample.endpoint].record(sample);
+        if let Correction::IntendedStart { lag_us, .. } = sample.correction {
+            record_value(&mut self.schedule_lag, lag_us.min(MAX_LATENCY_US));
+        }
     }
 
     pub fn record_login(&mut self, reason: LoginReason, succeeded: bool) {
@@ -444,11 +499,13 @@ impl StatsSet {
             into.merge(from);
         }
         self.logins.merge(&other.logins);
+        add_histogram(&mut self.schedule_lag, &other.schedule_lag);
     }
 
     pub fn reset(&mut self) {
         self.endpoints.iter_mut().for_each(EndpointStats::reset);
         self.logins = LoginCounts::default();
+        self.schedule_lag.reset();
     }
 
     /// Merges every endpoint into one, for the "all endpoints" rows.
@@ -563,8 +620,9 @@ mod tests {
         Sample {
             endpoint: 0,
             outcome,
-            response_time_us: client_us,
-            service_time_us: client_us,
+            latency_us: client_us,
+            attempt_us: client_us,
+            correction: Correction::None,
             server_time: server,
         }
     }
@@ -632,6 +690,33 @@ mod tests {
         let mut again = StatsSet::new(2);
         recorder.drain_into(&mut again);
         assert_eq!(again.endpoints[0].outcomes.total(), 0);
+    }
+
+    #[test]
+    fn pacing_correction_adds_missed_samples() {
+        let mut stats = EndpointStats::default();
+        let mut stalled = sample(Outcome::Ok, 1_000_000, ServerTime::Missing);
+        stalled.correction = Correction::ExpectedInterval(100_000);
+        stats.record(&stalled);
+        // One raw sample; the corrected view adds 900, 800, ..., 100 ms.
+        assert_eq!(stats.client_ok.len(), 1);
+        assert_eq!(stats.corrected_ok.len(), 10);
+        assert!(stats.corrected_ok.min() >= 99_000 && stats.corrected_ok.min() <= 100_100);
+    }
+
+    #[test]
+    fn intended_start_feeds_corrected_view_and_lag() {
+        let mut set = StatsSet::new(1);
+        let mut late = sample(Outcome::Ok, 2_000, ServerTime::Reported(1_500));
+        late.correction = Correction::IntendedStart {
+            latency_us: 502_000,
+            lag_us: 500_000,
+        };
+        set.record(&late);
+        assert_eq!(set.endpoints[0].client_ok.max(), 2_000);
+        assert!(set.endpoints[0].corrected_ok.max() >= 502_000);
+        assert_eq!(set.schedule_lag.len(), 1);
+        assert!(set.schedule_lag.max() >= 500_000);
     }
 
     #[test]

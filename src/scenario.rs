@@ -13,9 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::load::{LoadModel, Ramp, RateSchedule, Stage};
+use crate::load::Distribution;
+use crate::load::{ArrivalProcess, ClosedModel, LoadModel, OpenModel, Ramp, RateSchedule, Stage};
 use crate::secret::Secret;
-use crate::target::{self, ServiceTime};
+use crate::target;
 
 /// A scenario that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,23 +57,30 @@ struct ScenarioFile {
 #[serde(deny_unknown_fields)]
 struct TargetSection {
     base_url: Spanned<String>,
-    #[serde(default)]
-    embedded: EmbeddedSection,
+    embedded: Option<Spanned<EmbeddedSection>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmbeddedSection {
     token_lifetime_s: Option<Spanned<f64>>,
-    service_time: Option<Spanned<ServiceTime>>,
+    service_time: Option<Spanned<Distribution>>,
     #[serde(default)]
-    endpoints: BTreeMap<Spanned<String>, Spanned<ServiceTime>>,
+    endpoints: BTreeMap<Spanned<String>, Spanned<Distribution>>,
+    stall: Option<Spanned<StallSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallSection {
+    every_s: Spanned<f64>,
+    duration_ms: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct LoginSection {
-    path: String,
+    path: Spanned<String>,
     username_field: String,
     password_field: String,
     token_pointer: Spanned<String>,
@@ -83,7 +91,7 @@ struct LoginSection {
 impl Default for LoginSection {
     fn default() -> Self {
         LoginSection {
-            path: "/api/auth/login".into(),
+            path: Spanned::new(0..0, "/api/auth/login".into()),
             username_field: "email".into(),
             password_field: "password".into(),
             token_pointer: Spanned::new(0..0, "/data/token".into()),
@@ -127,11 +135,21 @@ struct LoadSection {
     model: Spanned<String>,
     users: Option<Spanned<i64>>,
     duration_s: Option<Spanned<f64>>,
+    // Closed model.
     pacing_ms: Option<Spanned<f64>>,
     ramp_up_s: Option<Spanned<f64>>,
+    ramp_down_s: Option<Spanned<f64>>,
+    think_time: Option<Spanned<Distribution>>,
+    rate_cap_per_s: Option<Spanned<f64>>,
+    user_rate_cap_per_s: Option<Spanned<f64>>,
+    // Open model.
     rate_per_s: Option<Spanned<f64>>,
     #[serde(default)]
     stages: Vec<Spanned<StageSection>>,
+    max_users: Option<Spanned<i64>>,
+    arrivals: Option<Spanned<String>>,
+    seed: Option<u64>,
+    max_queue_wait_s: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,8 +399,17 @@ impl Resolver<'_> {
     fn resolve_target(&self, target: &TargetSection) -> Result<TargetPlan, ScenarioError> {
         let base_url = target.base_url.get_ref().trim();
         if base_url == "embedded" {
-            return Ok(TargetPlan::Embedded(
-                self.resolve_embedded(&target.embedded)?,
+            let default = EmbeddedSection::default();
+            let embedded = target
+                .embedded
+                .as_ref()
+                .map_or(&default, |section| section.get_ref());
+            return Ok(TargetPlan::Embedded(self.resolve_embedded(embedded)?));
+        }
+        if let Some(section) = &target.embedded {
+            return Err(self.source.error(
+                &section.span(),
+                "`[target.embedded]` configures the embedded demo target, but `target.base_url` names another server. Remove the section, or set base_url = \"embedded\".",
             ));
         }
         let span = target.base_url.span();
@@ -407,17 +434,24 @@ impl Resolver<'_> {
     ) -> Result<target::Config, ScenarioError> {
         let mut config = target::Config::default();
         if let Some(lifetime) = &embedded.token_lifetime_s {
-            config.token_lifetime =
-                self.positive_seconds("target.embedded.token_lifetime_s", lifetime)?;
+            let seconds = *lifetime.get_ref();
+            // JWT `exp` is in whole seconds, so a fraction could not be honoured.
+            if seconds.fract() != 0.0 || !(1.0..=MAX_SECONDS).contains(&seconds) {
+                return Err(self.source.error(
+                    &lifetime.span(),
+                    format!("`target.embedded.token_lifetime_s` must be a whole number of seconds from 1 to {MAX_SECONDS}, got {seconds}."),
+                ));
+            }
+            config.token_lifetime = Duration::from_secs(seconds as u64);
         }
         if let Some(service_time) = &embedded.service_time {
             config
                 .service_times
-                .set_all(self.check_service_time("target.embedded.service_time", service_time)?);
+                .set_all(self.check_distribution("target.embedded.service_time", service_time)?);
         }
         for (endpoint, service_time) in &embedded.endpoints {
             let key = format!("target.embedded.endpoints.{}", endpoint.get_ref());
-            let value = self.check_service_time(&key, service_time)?;
+            let value = self.check_distribution(&key, service_time)?;
             if !config.service_times.set(endpoint.get_ref(), value) {
                 return Err(self.source.error(
                     &endpoint.span(),
@@ -429,14 +463,31 @@ impl Resolver<'_> {
                 ));
             }
         }
+        if let Some(stall) = &embedded.stall {
+            let every =
+                self.positive_seconds("target.embedded.stall.every_s", &stall.get_ref().every_s)?;
+            let length = self.duration_in(
+                "target.embedded.stall.duration_ms",
+                &stall.get_ref().duration_ms,
+                TimeUnit::Milliseconds,
+                false,
+            )?;
+            if length >= every {
+                return Err(self.source.error(
+                    &stall.span(),
+                    "`target.embedded.stall.duration_ms` must be shorter than `every_s`, or the target would never answer.",
+                ));
+            }
+            config.stall = Some(target::Stall { every, length });
+        }
         Ok(config)
     }
 
-    fn check_service_time(
+    fn check_distribution(
         &self,
         key: &str,
-        value: &Spanned<ServiceTime>,
-    ) -> Result<ServiceTime, ScenarioError> {
+        value: &Spanned<Distribution>,
+    ) -> Result<Distribution, ScenarioError> {
         value.get_ref().validate().map_err(|problem| {
             self.source
                 .error(&value.span(), format!("`{key}`: {problem}"))
@@ -449,14 +500,12 @@ impl Resolver<'_> {
         login: &LoginSection,
         target: &TargetPlan,
     ) -> Result<LoginPlan, ScenarioError> {
-        if !login.path.starts_with('/') {
-            return Err(ScenarioError {
-                message: format!(
-                    "{}: `login.path` = {:?} must start with '/', e.g. \"/api/auth/login\".",
-                    self.source.path.display(),
-                    login.path
-                ),
-            });
+        let path = login.path.get_ref();
+        if !path.starts_with('/') {
+            return Err(self.source.error(
+                &login.path.span(),
+                format!("`login.path` = {path:?} must start with '/', e.g. \"/api/auth/login\"."),
+            ));
         }
         let pointer = login.token_pointer.get_ref();
         if !pointer.starts_with('/') {
@@ -465,14 +514,12 @@ impl Resolver<'_> {
                 format!("`login.token_pointer` = {pointer:?} is not a JSON pointer. Write it like \"/data/token\"."),
             ));
         }
-        let refresh = &login.refresh_before_expiry_s;
-        let refresh_s = *refresh.get_ref();
-        if !refresh_s.is_finite() || refresh_s < 0.0 {
-            return Err(self.source.error(
-                &refresh.span(),
-                format!("`login.refresh_before_expiry_s` must be zero or more seconds, got {refresh_s}."),
-            ));
-        }
+        let refresh_before_expiry = self.duration_in(
+            "login.refresh_before_expiry_s",
+            &login.refresh_before_expiry_s,
+            TimeUnit::Seconds,
+            true,
+        )?;
         let credentials = match &login.credentials {
             Some(section) => self.load_credentials(section)?,
             None if matches!(target, TargetPlan::Embedded(_)) => target::demo_credentials(20),
@@ -486,11 +533,11 @@ impl Resolver<'_> {
             }
         };
         Ok(LoginPlan {
-            path: login.path.clone(),
+            path: path.clone(),
             username_field: login.username_field.clone(),
             password_field: login.password_field.clone(),
             token_pointer: pointer.clone(),
-            refresh_before_expiry: Duration::from_secs_f64(refresh_s),
+            refresh_before_expiry,
             credentials,
         })
     }
@@ -511,10 +558,10 @@ impl Resolver<'_> {
             }
             (None, Some(username_env), Some(password_env)) => {
                 let read = |name: &str| {
-                    std::env::var(name).map_err(|_| {
+                    std::env::var(name).ok().filter(|value| !value.is_empty()).ok_or_else(|| {
                         self.source.error(
                             &span,
-                            format!("environment variable {name} is not set (named by `login.credentials`). Export it before the run."),
+                            format!("environment variable {name} is not set or empty (named by `login.credentials`). Export it before the run."),
                         )
                     })
                 };
@@ -603,38 +650,79 @@ impl Resolver<'_> {
         }
     }
 
+    /// Rejects keys of the other model, so a misplaced key is never ignored.
+    fn reject_keys(
+        &self,
+        keys: &[(&str, bool)],
+        span: &Range<usize>,
+        model: &str,
+        fix: &str,
+    ) -> Result<(), ScenarioError> {
+        match keys.iter().find(|(_, present)| *present) {
+            Some((key, _)) => Err(self.source.error(
+                span,
+                format!("`load.{key}` belongs to the {model} model. Remove it, or {fix}."),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn resolve_closed(
         &self,
         load: &LoadSection,
         span: &Range<usize>,
     ) -> Result<LoadModel, ScenarioError> {
-        for (key, present) in [
+        let open_keys = [
             ("rate_per_s", load.rate_per_s.is_some()),
             ("stages", !load.stages.is_empty()),
-        ] {
-            if present {
-                return Err(self.source.error(
-                    span,
-                    format!("`load.{key}` belongs to the open model. Remove it, or set model = \"open\"."),
-                ));
-            }
-        }
+            ("max_users", load.max_users.is_some()),
+            ("arrivals", load.arrivals.is_some()),
+            ("seed", load.seed.is_some()),
+            ("max_queue_wait_s", load.max_queue_wait_s.is_some()),
+        ];
+        self.reject_keys(&open_keys, span, "open", "set model = \"open\"")?;
         let users = self.users(load, span)?;
         let duration = self.required_seconds("load.duration_s", &load.duration_s, span)?;
         let pacing = match &load.pacing_ms {
-            Some(pacing) => Some(self.positive_seconds("load.pacing_ms", &scaled(pacing, 1e-3))?),
+            Some(pacing) => {
+                Some(self.duration_in("load.pacing_ms", pacing, TimeUnit::Milliseconds, false)?)
+            }
             None => None,
         };
-        let ramp_up = match &load.ramp_up_s {
-            Some(ramp_up) => self.non_negative_seconds("load.ramp_up_s", ramp_up)?,
-            None => Duration::ZERO,
+        let ramp_up = self.optional_seconds("load.ramp_up_s", &load.ramp_up_s)?;
+        let ramp_down = self.optional_seconds("load.ramp_down_s", &load.ramp_down_s)?;
+        if ramp_up + ramp_down > duration {
+            return Err(self.source.error(
+                span,
+                format!(
+                    "`load.ramp_up_s` + `load.ramp_down_s` ({} s) is longer than `load.duration_s` ({} s), which includes both ramps. Lengthen the run or shorten the ramps.",
+                    (ramp_up + ramp_down).as_secs_f64(),
+                    duration.as_secs_f64()
+                ),
+            ));
+        }
+        let think_time = match &load.think_time {
+            Some(think_time) => Some(self.check_distribution("load.think_time", think_time)?),
+            None => None,
         };
-        Ok(LoadModel::Closed {
+        let rate_cap_per_s = match &load.rate_cap_per_s {
+            Some(cap) => Some(self.positive_rate("load.rate_cap_per_s", cap)?),
+            None => None,
+        };
+        let user_rate_cap_per_s = match &load.user_rate_cap_per_s {
+            Some(cap) => Some(self.positive_rate("load.user_rate_cap_per_s", cap)?),
+            None => None,
+        };
+        Ok(LoadModel::Closed(ClosedModel {
             users,
             duration,
-            pacing,
             ramp_up,
-        })
+            ramp_down,
+            pacing,
+            think_time,
+            rate_cap_per_s,
+            user_rate_cap_per_s,
+        }))
     }
 
     fn resolve_open(
@@ -642,18 +730,29 @@ impl Resolver<'_> {
         load: &LoadSection,
         span: &Range<usize>,
     ) -> Result<LoadModel, ScenarioError> {
-        for (key, present) in [
+        let closed_keys = [
             ("pacing_ms", load.pacing_ms.is_some()),
             ("ramp_up_s", load.ramp_up_s.is_some()),
-        ] {
-            if present {
-                return Err(self.source.error(
-                    span,
-                    format!("`load.{key}` belongs to the closed model. Remove it, or use stages to ramp the rate."),
-                ));
-            }
-        }
+            ("ramp_down_s", load.ramp_down_s.is_some()),
+            ("think_time", load.think_time.is_some()),
+            ("rate_cap_per_s", load.rate_cap_per_s.is_some()),
+            ("user_rate_cap_per_s", load.user_rate_cap_per_s.is_some()),
+        ];
+        self.reject_keys(&closed_keys, span, "closed", "set model = \"closed\"")?;
         let users = self.users(load, span)?;
+        let max_users = match &load.max_users {
+            Some(max_users) => {
+                let value = *max_users.get_ref();
+                if value < users as i64 || value > 100_000 {
+                    return Err(self.source.error(
+                        &max_users.span(),
+                        format!("`load.max_users` must be at least `load.users` ({users}) and at most 100000, got {value}."),
+                    ));
+                }
+                value as usize
+            }
+            None => users,
+        };
         let Some(rate) = &load.rate_per_s else {
             return Err(self.source.error(span, "`load.rate_per_s` is missing: the open model needs an arrival rate, e.g. rate_per_s = 50."));
         };
@@ -698,7 +797,27 @@ impl Resolver<'_> {
             }
             RateSchedule::new(start_rate, stages)
         };
-        Ok(LoadModel::Open { users, schedule })
+        let process = match load.arrivals.as_ref().map(|arrivals| (arrivals.get_ref().as_str(), arrivals.span())) {
+            None | Some(("uniform", _)) => ArrivalProcess::Uniform,
+            Some(("poisson", _)) => ArrivalProcess::Poisson { seed: load.seed.unwrap_or(1) },
+            Some((other, arrivals_span)) => {
+                return Err(self.source.error(
+                    &arrivals_span,
+                    format!("`load.arrivals` = {other:?} is not an arrival process. Use \"uniform\" or \"poisson\"."),
+                ))
+            }
+        };
+        let max_queue_wait = match &load.max_queue_wait_s {
+            Some(wait) => Some(self.positive_seconds("load.max_queue_wait_s", wait)?),
+            None => None,
+        };
+        Ok(LoadModel::Open(OpenModel {
+            users,
+            max_users,
+            schedule,
+            process,
+            max_queue_wait,
+        }))
     }
 
     fn users(&self, load: &LoadSection, span: &Range<usize>) -> Result<usize, ScenarioError> {
@@ -747,26 +866,53 @@ impl Resolver<'_> {
     }
 
     fn positive_seconds(&self, key: &str, value: &Spanned<f64>) -> Result<Duration, ScenarioError> {
-        let seconds = *value.get_ref();
-        if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
-            return Err(self.source.error(
-                &value.span(),
-                format!("`{key}` must be a positive number of seconds up to {MAX_SECONDS} (one week), got {seconds}."),
-            ));
-        }
-        Ok(Duration::from_secs_f64(seconds))
+        self.duration_in(key, value, TimeUnit::Seconds, false)
     }
 
-    fn non_negative_seconds(
+    /// An optional number of seconds that may be zero; absent means zero.
+    fn optional_seconds(
+        &self,
+        key: &str,
+        value: &Option<Spanned<f64>>,
+    ) -> Result<Duration, ScenarioError> {
+        match value {
+            Some(value) => self.duration_in(key, value, TimeUnit::Seconds, true),
+            None => Ok(Duration::ZERO),
+        }
+    }
+
+    /// Checks a duration written in `unit`: finite, at most one week, above
+    /// zero unless `zero_allowed`. The message quotes the value as written.
+    fn duration_in(
         &self,
         key: &str,
         value: &Spanned<f64>,
+        unit: TimeUnit,
+        zero_allowed: bool,
     ) -> Result<Duration, ScenarioError> {
-        let seconds = *value.get_ref();
-        if seconds == 0.0 {
-            return Ok(Duration::ZERO);
+        let written = *value.get_ref();
+        let seconds = written * unit.seconds();
+        let too_small = if zero_allowed {
+            seconds < 0.0
+        } else {
+            seconds <= 0.0
+        };
+        if !seconds.is_finite() || too_small || seconds > MAX_SECONDS {
+            let lower = if zero_allowed {
+                "zero or more"
+            } else {
+                "a positive number of"
+            };
+            let max = MAX_SECONDS / unit.seconds();
+            return Err(self.source.error(
+                &value.span(),
+                format!(
+                    "`{key}` must be {lower} {} up to {max} (one week), got {written}.",
+                    unit.name()
+                ),
+            ));
         }
-        self.positive_seconds(key, value)
+        Ok(Duration::from_secs_f64(seconds))
     }
 
     fn optional_check(
@@ -789,9 +935,27 @@ impl Resolver<'_> {
 /// The longest duration any setting accepts, in seconds (one week).
 const MAX_SECONDS: f64 = 604_800.0;
 
-/// Converts a spanned value to another unit, keeping its span (milliseconds to seconds).
-fn scaled(value: &Spanned<f64>, factor: f64) -> Spanned<f64> {
-    Spanned::new(value.span(), value.get_ref() * factor)
+/// The unit a duration key is written in.
+#[derive(Debug, Clone, Copy)]
+enum TimeUnit {
+    Seconds,
+    Milliseconds,
+}
+
+impl TimeUnit {
+    fn seconds(self) -> f64 {
+        match self {
+            TimeUnit::Seconds => 1.0,
+            TimeUnit::Milliseconds => 1e-3,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Seconds => "seconds",
+            TimeUnit::Milliseconds => "milliseconds",
+        }
+    }
 }
 
 /// Keeps a scenario name safe as part of a folder name.

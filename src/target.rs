@@ -29,100 +29,24 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::format_api_timestamp;
+use crate::load::Distribution;
 use crate::scenario::Credential;
 use crate::secret::Secret;
 
 /// Names of the embedded endpoints, as used in `target.embedded.endpoints`.
 pub const ENDPOINT_NAMES: [&str; 4] = ["login", "list", "detail", "create"];
 
-/// A service-time distribution, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(tag = "distribution", rename_all = "lowercase", deny_unknown_fields)]
-pub enum ServiceTime {
-    Constant {
-        ms: f64,
-    },
-    Uniform {
-        min_ms: f64,
-        max_ms: f64,
-    },
-    Exponential {
-        mean_ms: f64,
-    },
-    /// Log-normal with the given median and 99th percentile.
-    Lognormal {
-        median_ms: f64,
-        p99_ms: f64,
-    },
-}
-
-/// The 99th percentile of the standard normal distribution.
-const Z_99: f64 = 2.326_347_874;
-const MAX_SERVICE_MS: f64 = 3_600_000.0;
-
-impl ServiceTime {
-    /// Checks that the parameters describe a distribution on 0..=1 hour.
-    pub fn validate(&self) -> Result<(), String> {
-        let values: &[(&str, f64)] = match self {
-            ServiceTime::Constant { ms } => &[("ms", *ms)],
-            ServiceTime::Uniform { min_ms, max_ms } => &[("min_ms", *min_ms), ("max_ms", *max_ms)],
-            ServiceTime::Exponential { mean_ms } => &[("mean_ms", *mean_ms)],
-            ServiceTime::Lognormal { median_ms, p99_ms } => {
-                &[("median_ms", *median_ms), ("p99_ms", *p99_ms)]
-            }
-        };
-        for (name, value) in values {
-            if !value.is_finite() || *value < 0.0 || *value > MAX_SERVICE_MS {
-                return Err(format!(
-                    "`{name}` must be from 0 to {MAX_SERVICE_MS} milliseconds, got {value}."
-                ));
-            }
-        }
-        match self {
-            ServiceTime::Uniform { min_ms, max_ms } if min_ms > max_ms => {
-                Err(format!("`min_ms` ({min_ms}) is larger than `max_ms` ({max_ms}). Swap them."))
-            }
-            ServiceTime::Lognormal { median_ms, p99_ms } if p99_ms < median_ms || *median_ms <= 0.0 => Err(format!(
-                "`p99_ms` ({p99_ms}) must be at least `median_ms` ({median_ms}), and the median above 0."
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
-        let ms = match *self {
-            ServiceTime::Constant { ms } => ms,
-            ServiceTime::Uniform { min_ms, max_ms } => {
-                min_ms + (max_ms - min_ms) * rng.gen::<f64>()
-            }
-            ServiceTime::Exponential { mean_ms } => -mean_ms * (1.0 - rng.gen::<f64>()).ln(),
-            ServiceTime::Lognormal { median_ms, p99_ms } => {
-                let sigma = (p99_ms / median_ms).ln() / Z_99;
-                median_ms * (sigma * standard_normal(rng)).exp()
-            }
-        };
-        Duration::from_secs_f64(ms.clamp(0.0, MAX_SERVICE_MS) / 1000.0)
-    }
-}
-
-/// One draw from N(0, 1) by the Box-Muller transform.
-fn standard_normal(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = 1.0 - rng.gen::<f64>();
-    let u2: f64 = rng.gen();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// Service time per embedded endpoint.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServiceTimes {
-    pub login: ServiceTime,
-    pub list: ServiceTime,
-    pub detail: ServiceTime,
-    pub create: ServiceTime,
+    pub login: Distribution,
+    pub list: Distribution,
+    pub detail: Distribution,
+    pub create: Distribution,
 }
 
 impl ServiceTimes {
-    pub fn set_all(&mut self, value: ServiceTime) {
+    pub fn set_all(&mut self, value: Distribution) {
         *self = ServiceTimes {
             login: value,
             list: value,
@@ -132,7 +56,7 @@ impl ServiceTimes {
     }
 
     /// Sets one endpoint's distribution; returns false for an unknown name.
-    pub fn set(&mut self, endpoint: &str, value: ServiceTime) -> bool {
+    pub fn set(&mut self, endpoint: &str, value: Distribution) -> bool {
         let slot = match endpoint {
             "login" => &mut self.login,
             "list" => &mut self.list,
@@ -152,12 +76,32 @@ pub struct Config {
     pub service_times: ServiceTimes,
     /// Number of demo users accepted by login (see [`demo_credentials`]).
     pub users: usize,
+    /// Periodic stalls of the protected endpoints, like a garbage-collection pause.
+    pub stall: Option<Stall>,
+}
+
+/// A stall of `length` at the start of every `every`, counted from the
+/// server's start: a protected request arriving during a stall waits until
+/// it ends, then gets its usual service time. The reported duration includes the wait.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stall {
+    pub every: Duration,
+    pub length: Duration,
+}
+
+impl Stall {
+    /// How long a request arriving `since_start` after the server started waits.
+    pub fn wait_at(&self, since_start: Duration) -> Duration {
+        let into_cycle =
+            Duration::from_nanos((since_start.as_nanos() % self.every.as_nanos().max(1)) as u64);
+        self.length.saturating_sub(into_cycle)
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let login = ServiceTime::Constant { ms: 5.0 };
-        let other = ServiceTime::Constant { ms: 2.0 };
+        let login = Distribution::Constant { ms: 5.0 };
+        let other = Distribution::Constant { ms: 2.0 };
         Config {
             token_lifetime: Duration::from_secs(300),
             service_times: ServiceTimes {
@@ -167,6 +111,7 @@ impl Default for Config {
                 create: other,
             },
             users: 1000,
+            stall: None,
         }
     }
 }
@@ -187,9 +132,32 @@ pub fn demo_credentials(count: usize) -> Vec<Credential> {
 #[derive(Debug, Default)]
 pub struct TargetStats {
     by_route: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Arrival times of protected requests, for tests of request spacing.
+    arrivals: Mutex<Vec<Instant>>,
 }
 
+/// The most arrival times kept; later arrivals are not logged.
+const MAX_LOGGED_ARRIVALS: usize = 1_000_000;
+
 impl TargetStats {
+    fn log_arrival(&self, at: Instant) {
+        let mut arrivals = self
+            .arrivals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if arrivals.len() < MAX_LOGGED_ARRIVALS {
+            arrivals.push(at);
+        }
+    }
+
+    /// When each protected request arrived, in arrival order (the first million).
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn count(&self, route: &str, status: StatusCode) {
         let mut counts = self
             .by_route
@@ -226,6 +194,7 @@ struct AppState {
     secret: [u8; 32],
     next_token_id: AtomicU64,
     stats: Arc<TargetStats>,
+    started: Instant,
 }
 
 /// A running embedded target; dropping it does not stop it, call [`DemoTarget::stop`].
@@ -247,6 +216,7 @@ impl DemoTarget {
             secret: rand::thread_rng().gen(),
             next_token_id: AtomicU64::new(1),
             stats: Arc::clone(&stats),
+            started: Instant::now(),
         });
         let router = Router::new()
             .route("/api/auth/login", post(login))
@@ -486,10 +456,11 @@ async fn protected(
     state: &AppState,
     route: &str,
     headers: &HeaderMap,
-    service_time: ServiceTime,
+    service_time: Distribution,
     handle: impl FnOnce(&Timing) -> Response,
 ) -> Response {
     let mut timing = Timing::start();
+    state.stats.log_arrival(timing.started);
     if let Err(message) = state.authorize(headers) {
         let response = envelope(
             &timing,
@@ -500,7 +471,10 @@ async fn protected(
         );
         return state.respond(route, response);
     }
-    let wait = service_time.sample(&mut rand::thread_rng());
+    let stalled = state.config.stall.map_or(Duration::ZERO, |stall| {
+        stall.wait_at(timing.started - state.started)
+    });
+    let wait = stalled + service_time.sample(&mut rand::thread_rng());
     serve_for(wait, timing.started).await;
     timing.finish();
     state.respond(route, handle(&timing))
@@ -600,42 +574,23 @@ async fn not_found(State(state): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
-    fn lognormal_median_matches() {
-        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-        let distribution = ServiceTime::Lognormal {
-            median_ms: 10.0,
-            p99_ms: 40.0,
+    fn stall_waits_until_window_ends() {
+        let stall = Stall {
+            every: Duration::from_secs(5),
+            length: Duration::from_secs(1),
         };
-        let mut samples: Vec<f64> = (0..20_000)
-            .map(|_| distribution.sample(&mut rng).as_secs_f64() * 1000.0)
-            .collect();
-        samples.sort_by(f64::total_cmp);
-        let median = samples[samples.len() / 2];
-        let p99 = samples[samples.len() * 99 / 100];
-        assert!((9.5..10.5).contains(&median), "{median}");
-        assert!((36.0..44.0).contains(&p99), "{p99}");
-    }
-
-    #[test]
-    fn invalid_distributions_are_rejected() {
-        assert!(ServiceTime::Uniform {
-            min_ms: 5.0,
-            max_ms: 1.0
-        }
-        .validate()
-        .is_err());
-        assert!(ServiceTime::Constant { ms: -1.0 }.validate().is_err());
-        assert!(ServiceTime::Constant { ms: f64::NAN }.validate().is_err());
-        assert!(ServiceTime::Lognormal {
-            median_ms: 10.0,
-            p99_ms: 5.0
-        }
-        .validate()
-        .is_err());
-        assert!(ServiceTime::Exponential { mean_ms: 3.0 }.validate().is_ok());
+        assert_eq!(
+            stall.wait_at(Duration::from_millis(250)),
+            Duration::from_millis(750)
+        );
+        assert_eq!(
+            stall.wait_at(Duration::from_millis(5_900)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(stall.wait_at(Duration::from_millis(1_000)), Duration::ZERO);
+        assert_eq!(stall.wait_at(Duration::from_millis(4_999)), Duration::ZERO);
     }
 
     #[test]
@@ -645,6 +600,7 @@ mod tests {
             secret: [7; 32],
             next_token_id: AtomicU64::new(1),
             stats: Arc::default(),
+            started: Instant::now(),
         };
         let token = state.issue_token("user1@demo.test");
         let mut headers = HeaderMap::new();

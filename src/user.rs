@@ -5,7 +5,7 @@
 //! a JWT), and after a 401, in which case it retries that request once. A
 //! user without a token never sends a request: it waits out a login backoff.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +17,9 @@ use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{jwt_expiry, parse_envelope, Envelope};
+use crate::load::Distribution;
 use crate::metrics::{
-    duration_us, LoginReason, NotSentReason, Outcome, Recorder, Sample, ServerTime,
+    duration_us, Correction, LoginReason, NotSentReason, Outcome, Recorder, Sample, ServerTime,
 };
 use crate::scenario::{Credential, LoginPlan, Plan};
 
@@ -160,52 +161,85 @@ impl VirtualUser {
         &self.credential.username
     }
 
-    /// Closed model: loops until `deadline` or the stop signal. With `pacing`,
-    /// iterations start at most once per pacing interval.
-    pub async fn run_closed(
-        mut self,
-        start_delay: Duration,
-        deadline: Instant,
-        pacing: Option<Duration>,
-    ) {
-        if !self.sleep_until(Instant::now() + start_delay).await {
+    /// Closed model: starts at `start`, loops until `stop_at` or the stop
+    /// signal. With pacing, iteration `k` is due at `start + k * pacing`; a
+    /// late iteration starts at once and the corrected view accounts for it.
+    pub async fn run_closed(mut self, plan: ClosedRun) {
+        if !self.sleep_until(plan.start).await {
             return;
         }
-        while !self.shared.stop.is_cancelled() && Instant::now() < deadline {
-            let iteration_start = Instant::now();
+        let mut due = plan.start;
+        while !self.shared.stop.is_cancelled() && Instant::now() < plan.stop_at {
             if !self.ensure_token().await {
                 let retry_at = self
                     .next_login_at
-                    .unwrap_or(iteration_start + MIN_LOGIN_BACKOFF);
-                self.sleep_until(retry_at.min(deadline)).await;
+                    .unwrap_or_else(|| Instant::now() + MIN_LOGIN_BACKOFF);
+                self.sleep_until(retry_at.min(plan.stop_at)).await;
                 continue;
             }
+            if !self.wait_for_rate_caps(&plan).await {
+                return;
+            }
             let request = self.shared.pick_request(&mut self.rng);
-            let sample = self.execute(request, None).await;
+            let expected = plan.pacing.map_or(ExpectedCorrection::None, |pacing| {
+                ExpectedCorrection::Interval(duration_us(pacing))
+            });
+            let sample = self.execute(request, expected).await;
             self.shared.recorder.record(self.id, &sample);
-            if let Some(pacing) = pacing {
-                self.sleep_until((iteration_start + pacing).min(deadline))
+            if let Some(think_time) = &plan.think_time {
+                let pause = think_time.sample(&mut self.rng);
+                self.sleep_until((Instant::now() + pause).min(plan.stop_at))
                     .await;
+            }
+            if let Some(pacing) = plan.pacing {
+                due += pacing;
+                self.sleep_until(due.min(plan.stop_at)).await;
             }
         }
     }
 
-    /// Open model: serves arrivals from the queue until it is closed and
-    /// empty, or the stop signal comes.
-    pub async fn run_open(mut self, arrivals: async_channel::Receiver<Arrival>) {
+    /// Waits for the global and the per-user rate limiters; false on stop.
+    async fn wait_for_rate_caps(&self, plan: &ClosedRun) -> bool {
+        for limiter in [&plan.global_cap, &plan.user_cap].into_iter().flatten() {
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = self.shared.stop.cancelled() => return false,
+            }
+        }
+        true
+    }
+
+    /// Open model: serves arrivals from the queue until it is closed or the
+    /// stop signal comes. An arrival that waited longer than `max_queue_wait`
+    /// is counted as not sent (no free user) without being sent.
+    pub async fn run_open(
+        mut self,
+        arrivals: async_channel::Receiver<Arrival>,
+        pool: Arc<Pool>,
+        max_queue_wait: Option<Duration>,
+    ) {
         loop {
+            pool.idle.fetch_add(1, Ordering::Relaxed);
             let arrival = tokio::select! {
                 biased;
-                _ = self.shared.stop.cancelled() => return,
-                arrival = arrivals.recv() => match arrival {
-                    Ok(arrival) => arrival,
-                    Err(_) => return,
-                },
+                _ = self.shared.stop.cancelled() => None,
+                arrival = arrivals.recv() => arrival.ok(),
             };
-            let sample = if self.ensure_token().await {
-                self.execute(arrival.request, Some(arrival.intended)).await
+            pool.idle.fetch_sub(1, Ordering::Relaxed);
+            let Some(arrival) = arrival else {
+                return;
+            };
+            let waited = arrival.intended.elapsed();
+            let sample = if max_queue_wait.is_some_and(|bound| waited > bound) {
+                Sample::not_sent(arrival.request + 1, NotSentReason::NoFreeUser)
+            } else if self.ensure_token().await {
+                self.execute(
+                    arrival.request,
+                    ExpectedCorrection::IntendedStart(arrival.intended),
+                )
+                .await
             } else {
-                not_sent(arrival.request, NotSentReason::LoginFailed)
+                Sample::not_sent(arrival.request + 1, NotSentReason::LoginFailed)
             };
             self.shared.recorder.record(self.id, &sample);
         }
@@ -293,8 +327,9 @@ impl VirtualUser {
         let mut sample = Sample {
             endpoint: LOGIN_ENDPOINT,
             outcome: Outcome::Ok,
-            response_time_us: elapsed_us,
-            service_time_us: elapsed_us,
+            latency_us: elapsed_us,
+            attempt_us: elapsed_us,
+            correction: Correction::None,
             server_time: ServerTime::Missing,
         };
         let outcome = match result {
@@ -386,18 +421,18 @@ impl VirtualUser {
         Some(Instant::now() + remaining.saturating_sub(margin))
     }
 
-    /// Sends request `index` and classifies the result. Client latency runs
-    /// from `intended` when given (open model), otherwise from the first send.
-    /// A 401 triggers one login and one retry; the retry's result counts.
-    async fn execute(&mut self, index: usize, intended: Option<Instant>) -> Sample {
+    /// Sends request `index` and classifies the result. Raw latency runs from
+    /// the first send; a 401 triggers one login and one retry, and the
+    /// retry's result counts. See [`Correction`] for the corrected view.
+    async fn execute(&mut self, index: usize, expected: ExpectedCorrection) -> Sample {
         let mut first_send = None;
         let mut retried = false;
         loop {
             let Some(token) = &self.token else {
-                return not_sent(index + 1, NotSentReason::LoginFailed);
+                return Sample::not_sent(index + 1, NotSentReason::LoginFailed);
             };
             let sent = Instant::now();
-            let origin = intended.unwrap_or(*first_send.get_or_insert(sent));
+            let first = *first_send.get_or_insert(sent);
             let request = &self.shared.requests[index];
             let mut builder = self
                 .shared
@@ -433,25 +468,67 @@ impl VirtualUser {
                 }
                 Response::Failed(outcome) => (outcome, ServerTime::Missing),
             };
+            let correction = match expected {
+                ExpectedCorrection::None => Correction::None,
+                ExpectedCorrection::Interval(interval_us) => {
+                    Correction::ExpectedInterval(interval_us)
+                }
+                ExpectedCorrection::IntendedStart(intended) => Correction::IntendedStart {
+                    latency_us: duration_us(done.saturating_duration_since(intended)),
+                    lag_us: duration_us(first.saturating_duration_since(intended)),
+                },
+            };
             return Sample {
                 endpoint: index + 1,
                 outcome,
-                response_time_us: duration_us(done.saturating_duration_since(origin)),
-                service_time_us: duration_us(done - sent),
+                latency_us: duration_us(done - first),
+                attempt_us: duration_us(done - sent),
+                correction,
                 server_time,
             };
         }
     }
 }
 
-fn not_sent(endpoint: usize, reason: NotSentReason) -> Sample {
-    Sample {
-        endpoint,
-        outcome: Outcome::NotSent(reason),
-        response_time_us: 0,
-        service_time_us: 0,
-        server_time: ServerTime::Missing,
-    }
+/// What the corrected view of a request is measured against.
+#[derive(Debug, Clone, Copy)]
+enum ExpectedCorrection {
+    None,
+    /// Closed model with pacing: the pacing interval in microseconds.
+    Interval(u64),
+    /// Open model: the intended start on the schedule.
+    IntendedStart(Instant),
+}
+
+/// How a closed-model user runs: its window, pacing, think time and rate caps.
+#[derive(Clone)]
+pub struct ClosedRun {
+    pub start: Instant,
+    pub stop_at: Instant,
+    pub pacing: Option<Duration>,
+    pub think_time: Option<Distribution>,
+    pub global_cap: Option<Arc<DirectLimiter>>,
+    pub user_cap: Option<Arc<DirectLimiter>>,
+}
+
+/// A rate limiter with no key, shared by the users it applies to.
+pub type DirectLimiter = governor::DefaultDirectRateLimiter;
+
+/// Builds a limiter for `rate_per_s` with a burst of one request, so that a
+/// cap spaces requests evenly instead of letting them through in clumps.
+pub fn rate_limiter(rate_per_s: f64) -> DirectLimiter {
+    let period = Duration::from_secs_f64(1.0 / rate_per_s);
+    let quota = governor::Quota::with_period(period)
+        .expect("a positive finite rate gives a non-zero period")
+        .allow_burst(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::direct(quota)
+}
+
+/// Shared state of the open model's user pool.
+#[derive(Debug, Default)]
+pub struct Pool {
+    /// Users waiting for an arrival.
+    pub idle: AtomicUsize,
 }
 
 /// The outcome of a response that arrived in full.

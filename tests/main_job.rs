@@ -215,8 +215,8 @@ async fn report_files_parse_with_documented_headers() {
     let list_requests: u64 = reader
         .records()
         .map(Result::unwrap)
-        .filter(|row| &row[2] == "list")
-        .map(|row| row[3].parse::<u64>().unwrap())
+        .filter(|row| &row[3] == "list")
+        .map(|row| row[4].parse::<u64>().unwrap())
         .sum();
     assert_eq!(list_requests, endpoint(&summary, "list").requests_sent);
 

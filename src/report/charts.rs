@@ -26,6 +26,7 @@ pub const CHART_FILES: [&str; 3] = [
 const CLIENT_COLOR: RGBColor = RGBColor(31, 119, 180);
 const SERVER_COLOR: RGBColor = RGBColor(44, 160, 44);
 const ERROR_COLOR: RGBColor = RGBColor(214, 39, 40);
+const CORRECTED_COLOR: RGBColor = RGBColor(255, 127, 14);
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -67,7 +68,14 @@ pub fn render_all(
         ),
         (
             CHART_FILES[1],
-            render(|area| latency_distribution(area, &all.client_ok, &all.server_ok, &subtitle))?,
+            render(|area| {
+                let corrected = result
+                    .plan
+                    .load
+                    .has_correction()
+                    .then_some(&all.corrected_ok);
+                latency_distribution(area, &all.client_ok, corrected, &all.server_ok, &subtitle)
+            })?,
         ),
         (
             CHART_FILES[2],
@@ -123,15 +131,15 @@ fn series(result: &RunResult, value: impl Fn(&IntervalRow, f64) -> Option<f64>) 
 }
 
 fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult {
-    let lines = [
+    let mut lines = vec![
         (
-            "client p50",
+            "client raw p50",
             series(result, |row, _| row.client.p50_ms),
             CLIENT_COLOR,
             2,
         ),
         (
-            "client p99",
+            "client raw p99",
             series(result, |row, _| row.client.p99_ms),
             CLIENT_COLOR,
             1,
@@ -149,6 +157,20 @@ fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> Dra
             1,
         ),
     ];
+    if result.plan.load.has_correction() {
+        lines.push((
+            "client corrected p50",
+            series(result, |row, _| row.corrected.p50_ms),
+            CORRECTED_COLOR,
+            2,
+        ));
+        lines.push((
+            "client corrected p99",
+            series(result, |row, _| row.corrected.p99_ms),
+            CORRECTED_COLOR,
+            1,
+        ));
+    }
     let x_max = axis_max(result.intervals.iter().map(|snapshot| snapshot.end_s));
     let y_max = axis_max(
         lines
@@ -214,19 +236,32 @@ fn percentile_label(x: &f64) -> String {
 fn latency_distribution(
     area: &Area<'_>,
     client: &Histogram<u64>,
+    corrected: Option<&Histogram<u64>>,
     server: &Histogram<u64>,
     subtitle: &str,
 ) -> DrawResult {
     // Show the tail only as far as the sample count supports: p99.9 needs 1000 samples.
     let samples = client.len().max(server.len()).max(10);
     let x_max = (samples as f64).log10().floor().clamp(1.0, 5.0);
-    let client_points = spectrum(client, x_max);
-    let server_points = spectrum(server, x_max);
+    let mut lines = vec![
+        ("client raw", spectrum(client, x_max), CLIENT_COLOR),
+        (
+            "server (apiCost.duration)",
+            spectrum(server, x_max),
+            SERVER_COLOR,
+        ),
+    ];
+    if let Some(corrected) = corrected {
+        lines.push((
+            "client corrected",
+            spectrum(corrected, x_max),
+            CORRECTED_COLOR,
+        ));
+    }
     let y_max = axis_max(
-        client_points
+        lines
             .iter()
-            .chain(&server_points)
-            .map(|point| point.1),
+            .flat_map(|(_, points, _)| points.iter().map(|point| point.1)),
     );
     let mut chart = ChartBuilder::on(area)
         .caption(
@@ -245,10 +280,7 @@ fn latency_distribution(
         .x_label_formatter(&percentile_label)
         .label_style(("sans-serif", 16))
         .draw()?;
-    for (label, points, color) in [
-        ("client", client_points, CLIENT_COLOR),
-        ("server (apiCost.duration)", server_points, SERVER_COLOR),
-    ] {
+    for (label, points, color) in lines {
         let style = color.stroke_width(2);
         chart
             .draw_series(LineSeries::new(points, style))?

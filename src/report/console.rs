@@ -14,20 +14,98 @@ fn pair(percentiles: &Percentiles) -> String {
     }
 }
 
-fn row(endpoint: &EndpointSummary) -> [String; 8] {
-    [
+/// One table row; the corrected column is present only when the run has one.
+fn row(endpoint: &EndpointSummary) -> Vec<String> {
+    let mut cells = vec![
         endpoint.name.clone(),
         endpoint.requests_intended.to_string(),
         endpoint.ok.to_string(),
         (endpoint.requests_intended - endpoint.ok).to_string(),
         format!("{:.1}", endpoint.achieved_rps),
         pair(&endpoint.client_ms),
-        pair(&endpoint.server_ms),
-        pair(&endpoint.overhead_ms),
-    ]
+    ];
+    if let Some(corrected) = &endpoint.client_corrected_ms {
+        cells.push(pair(corrected));
+    }
+    cells.push(pair(&endpoint.server_ms));
+    cells.push(pair(&endpoint.overhead_ms));
+    cells
 }
 
-/// Formats the summary as text: header lines, the table, logins, checks.
+fn table(summary: &Summary) -> String {
+    let mut header = vec![
+        "endpoint",
+        "requests",
+        "ok",
+        "not ok",
+        "req/s",
+        "client raw p50/p99 ms",
+    ];
+    if summary.all.client_corrected_ms.is_some() {
+        header.push("corrected p50/p99 ms");
+    }
+    header.extend(["server p50/p99 ms", "overhead p50/p99 ms"]);
+    let header: Vec<String> = header.into_iter().map(String::from).collect();
+    let mut rows: Vec<Vec<String>> = summary.endpoints.iter().map(row).collect();
+    rows.push(row(&summary.all));
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| {
+            rows.iter()
+                .chain([&header])
+                .map(|row| row[column].len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for cells in std::iter::once(&header).chain(&rows) {
+        for (column, cell) in cells.iter().enumerate() {
+            let width = widths[column];
+            if column == 0 {
+                let _ = write!(out, "{cell:<width$}");
+            } else {
+                let _ = write!(out, "  {cell:>width$}");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The "not ok" line: every outcome other than ok, by kind.
+fn failures(all: &EndpointSummary) -> Option<String> {
+    let kinds = [
+        ("HTTP errors", all.http_errors),
+        ("application errors (success: false)", all.app_errors),
+        ("timeouts", all.timeouts),
+        ("connect errors", all.connect_errors),
+        ("transport errors", all.transport_errors),
+        ("cancelled", all.cancelled),
+        ("not sent (run stopped)", all.not_sent_run_stopped),
+        ("not sent (login failed)", all.not_sent_login_failed),
+        ("not sent (no free user)", all.not_sent_no_free_user),
+    ];
+    let listed: Vec<String> = kinds
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(label, count)| format!("{count} {label}"))
+        .collect();
+    if listed.is_empty() {
+        return None;
+    }
+    let mut line = format!("not ok: {}", listed.join(", "));
+    let statuses: Vec<String> = all
+        .http_errors_by_status
+        .iter()
+        .map(|(status, count)| format!("{status}×{count}"))
+        .collect();
+    if !statuses.is_empty() {
+        let _ = write!(line, " (HTTP {})", statuses.join(", "));
+    }
+    Some(line)
+}
+
+/// Formats the summary as text: header lines, the table, logins, generator, checks.
 pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     let mut out = String::new();
     let scenario = &summary.scenario;
@@ -42,96 +120,47 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
         run.elapsed_s,
         scenario.target_base_url
     );
-    let _ = writeln!(
-        out,
-        "client latency measured from the {}",
-        scenario.latency_measured_from
-    );
+    let _ = writeln!(out, "correction: {}", scenario.correction);
     if let Some(reason) = &run.partial_reason {
         let _ = writeln!(out, "PARTIAL RUN: {reason}");
     }
-    let header = [
-        "endpoint",
-        "requests",
-        "ok",
-        "not ok",
-        "req/s",
-        "client p50/p99 ms",
-        "server p50/p99 ms",
-        "overhead p50/p99 ms",
-    ];
-    let mut rows: Vec<[String; 8]> = summary.endpoints.iter().map(row).collect();
-    rows.push(row(&summary.all));
-    let widths: Vec<usize> = (0..header.len())
-        .map(|column| {
-            rows.iter()
-                .map(|row| row[column].len())
-                .chain([header[column].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut text = String::new();
-        for (column, cell) in cells.iter().enumerate() {
-            if column == 0 {
-                let _ = write!(text, "{cell:<width$}", width = widths[column]);
-            } else {
-                let _ = write!(text, "  {cell:>width$}", width = widths[column]);
-            }
-        }
-        text
-    };
     out.push('\n');
-    let _ = writeln!(out, "{}", line(&header.map(String::from)));
-    for cells in &rows {
-        let _ = writeln!(out, "{}", line(cells));
-    }
+    out.push_str(&table(summary));
 
-    let all = &summary.all;
-    let failures = [
-        ("HTTP errors", all.http_errors),
-        ("application errors (success: false)", all.app_errors),
-        ("timeouts", all.timeouts),
-        ("connect errors", all.connect_errors),
-        ("transport errors", all.transport_errors),
-        ("cancelled", all.cancelled),
-        ("not sent (run stopped)", all.not_sent_run_stopped),
-        ("not sent (login failed)", all.not_sent_login_failed),
-    ];
-    let listed: Vec<String> = failures
-        .iter()
-        .filter(|(_, count)| *count > 0)
-        .map(|(label, count)| format!("{count} {label}"))
-        .collect();
-    if !listed.is_empty() {
-        let statuses: Vec<String> = all
-            .http_errors_by_status
-            .iter()
-            .map(|(status, count)| format!("{status}×{count}"))
-            .collect();
-        let _ = write!(out, "\nnot ok: {}", listed.join(", "));
-        if !statuses.is_empty() {
-            let _ = write!(out, " (HTTP {})", statuses.join(", "));
-        }
-        out.push('\n');
+    if let Some(line) = failures(&summary.all) {
+        let _ = writeln!(out, "\n{line}");
     }
-    if all.server_time_missing > 0 {
+    if summary.all.server_time_missing > 0 {
         let _ = writeln!(
             out,
             "responses without a usable apiCost.duration: {}",
-            all.server_time_missing
+            summary.all.server_time_missing
         );
     }
-    let logins = &summary.logins;
+    let logins = &summary.logins.counts;
     let _ = writeln!(
         out,
         "\nlogins: {} initial, {} refreshed before expiry, {} after a 401, {} failed",
-        logins.counts.initial,
-        logins.counts.refresh_before_expiry,
-        logins.counts.after_unauthorized,
-        logins.counts.failed
+        logins.initial, logins.refresh_before_expiry, logins.after_unauthorized, logins.failed
     );
+    let generator = &summary.generator;
+    if let Some(target) = generator.target_rate_rps {
+        let _ = write!(
+            out,
+            "generator: {:.2} req/s achieved of {target:.2} planned",
+            generator.achieved_rate_rps
+        );
+        if let (Some(p50), Some(p99)) = (
+            generator.schedule_lag_ms.p50_ms,
+            generator.schedule_lag_ms.p99_ms,
+        ) {
+            let _ = write!(out, ", schedule lag p50 {p50:.3} ms, p99 {p99:.3} ms");
+        }
+        out.push('\n');
+    }
+    for warning in &generator.warnings {
+        let _ = writeln!(out, "WARNING: {warning}");
+    }
     for check in &summary.checks {
         let value = check
             .value

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::engine::GeneratorReport;
 use crate::engine::{EndpointInfo, RunResult};
-use crate::load::LoadModel;
+use crate::load::{ArrivalProcess, LoadModel};
 use crate::metrics::{EndpointStats, LoginCounts, Percentiles};
 use crate::scenario::Checks;
 
@@ -31,6 +32,7 @@ pub struct Summary {
     pub scenario: ScenarioInfo,
     pub run: RunInfo,
     pub logins: LoginSummary,
+    pub generator: GeneratorSummary,
     pub checks: Vec<CheckResult>,
     /// Every endpoint merged, login included.
     pub all: EndpointSummary,
@@ -47,10 +49,12 @@ pub struct ScenarioInfo {
     pub users: usize,
     pub planned_duration_s: f64,
     pub pacing_ms: Option<f64>,
-    /// Open model only: intended requests over the planned duration.
-    pub planned_requests: Option<u64>,
-    /// What client latency is measured from.
-    pub latency_measured_from: &'static str,
+    /// Open model: the most users the pool may grow to.
+    pub max_users: Option<usize>,
+    /// Open model: "uniform" or "poisson".
+    pub arrivals: Option<&'static str>,
+    /// How the corrected latency is obtained, or why there is none.
+    pub correction: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +71,38 @@ pub struct LoginSummary {
     #[serde(flatten)]
     pub counts: LoginCounts,
     pub relogins: u64,
+}
+
+/// How well the load generator kept to the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorSummary {
+    pub target_rate_rps: Option<f64>,
+    pub achieved_rate_rps: f64,
+    /// Achieved minus target, as a share of the target.
+    pub rate_error_percent: Option<f64>,
+    pub planned_requests: Option<u64>,
+    pub arrivals_without_free_user: u64,
+    pub users_started: usize,
+    /// Open model: actual send minus intended start.
+    pub schedule_lag_ms: Percentiles,
+    pub warnings: Vec<String>,
+}
+
+impl GeneratorSummary {
+    fn new(report: &GeneratorReport) -> Self {
+        GeneratorSummary {
+            target_rate_rps: report.target_rate_per_s,
+            achieved_rate_rps: report.achieved_rate_per_s,
+            rate_error_percent: report
+                .target_rate_per_s
+                .map(|target| (report.achieved_rate_per_s / target - 1.0) * 100.0),
+            planned_requests: report.planned_requests,
+            arrivals_without_free_user: report.arrivals_without_free_user,
+            users_started: report.users_started,
+            schedule_lag_ms: report.schedule_lag,
+            warnings: report.warnings.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,14 +131,16 @@ pub struct EndpointSummary {
     pub cancelled: u64,
     pub not_sent_run_stopped: u64,
     pub not_sent_login_failed: u64,
+    pub not_sent_no_free_user: u64,
     /// Failed requests as a share of sent requests.
     pub error_percent: f64,
     /// Sent requests per second of run time.
     pub achieved_rps: f64,
-    /// Client latency of successful requests (see `scenario.latency_measured_from`).
+    /// Raw client latency of successful requests, from the actual send.
     pub client_ms: Percentiles,
-    /// Client latency of successful requests from the actual send.
-    pub client_service_ms: Percentiles,
+    /// Corrected client latency of successful requests (see
+    /// `scenario.correction`); null when the run has no correction.
+    pub client_corrected_ms: Option<Percentiles>,
     /// Server-reported `apiCost.duration` of successful requests.
     pub server_ms: Percentiles,
     /// Client service time minus server time, per successful request; can be negative.
@@ -117,7 +155,7 @@ pub struct EndpointSummary {
 }
 
 impl EndpointSummary {
-    fn new(info: &EndpointInfo, stats: &EndpointStats, elapsed_s: f64) -> Self {
+    fn new(info: &EndpointInfo, stats: &EndpointStats, elapsed_s: f64, corrected: bool) -> Self {
         let outcomes = &stats.outcomes;
         let sent = outcomes.sent();
         EndpointSummary {
@@ -140,6 +178,7 @@ impl EndpointSummary {
             cancelled: outcomes.cancelled,
             not_sent_run_stopped: outcomes.not_sent_run_stopped,
             not_sent_login_failed: outcomes.not_sent_login_failed,
+            not_sent_no_free_user: outcomes.not_sent_no_free_user,
             error_percent: if sent == 0 {
                 0.0
             } else {
@@ -151,7 +190,7 @@ impl EndpointSummary {
                 0.0
             },
             client_ms: Percentiles::of(&stats.client_ok),
-            client_service_ms: Percentiles::of(&stats.service_ok),
+            client_corrected_ms: corrected.then(|| Percentiles::of(&stats.corrected_ok)),
             server_ms: Percentiles::of(&stats.server_ok),
             overhead_ms: Percentiles::of_signed(&stats.overhead),
             overhead_negative_count: stats.overhead.negative_count(),
@@ -166,6 +205,7 @@ impl Summary {
     pub fn new(result: &RunResult) -> Self {
         let plan = &result.plan;
         let elapsed_s = result.elapsed.as_secs_f64();
+        let corrected = plan.load.has_correction();
         let all_info = EndpointInfo {
             name: "all".into(),
             method: "*".into(),
@@ -175,16 +215,24 @@ impl Summary {
             .endpoints
             .iter()
             .zip(&result.totals.endpoints)
-            .map(|(info, stats)| EndpointSummary::new(info, stats, elapsed_s))
+            .map(|(info, stats)| EndpointSummary::new(info, stats, elapsed_s, corrected))
             .collect();
-        let all = EndpointSummary::new(&all_info, &result.totals.combined(), elapsed_s);
+        let all = EndpointSummary::new(&all_info, &result.totals.combined(), elapsed_s, corrected);
         let finished_at =
             result.started_at + chrono::Duration::from_std(result.elapsed).unwrap_or_default();
-        let (pacing_ms, planned_requests) = match &plan.load {
-            LoadModel::Closed { pacing, .. } => {
-                (pacing.map(|pacing| pacing.as_secs_f64() * 1000.0), None)
+        let (pacing_ms, max_users, arrivals) = match &plan.load {
+            LoadModel::Closed(model) => (
+                model.pacing.map(|pacing| pacing.as_secs_f64() * 1000.0),
+                None,
+                None,
+            ),
+            LoadModel::Open(model) => {
+                let arrivals = match model.process {
+                    ArrivalProcess::Uniform => "uniform",
+                    ArrivalProcess::Poisson { .. } => "poisson",
+                };
+                (None, Some(model.max_users), Some(arrivals))
             }
-            LoadModel::Open { schedule, .. } => (None, Some(schedule.arrivals().count() as u64)),
         };
         Summary {
             schema_version: SCHEMA_VERSION,
@@ -197,8 +245,9 @@ impl Summary {
                 users: plan.load.users(),
                 planned_duration_s: plan.load.duration().as_secs_f64(),
                 pacing_ms,
-                planned_requests,
-                latency_measured_from: plan.load.latency_origin(),
+                max_users,
+                arrivals,
+                correction: plan.load.correction(),
             },
             run: RunInfo {
                 started_at_utc: result
@@ -213,6 +262,7 @@ impl Summary {
                 counts: result.totals.logins,
                 relogins: result.totals.logins.relogins(),
             },
+            generator: GeneratorSummary::new(&result.generator),
             checks: evaluate_checks(&plan.checks, &all),
             all,
             endpoints,

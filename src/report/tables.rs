@@ -1,6 +1,6 @@
 //! `summary.csv` and `timeseries.csv`.
 
-use crate::engine::{IntervalRow, RunResult};
+use crate::engine::{IntervalRow, IntervalSnapshot, RunResult};
 use crate::metrics::Percentiles;
 
 use super::{EndpointSummary, Summary};
@@ -27,6 +27,11 @@ pub const SUMMARY_HEADER: &[&str] = &[
     "client_p99_ms",
     "client_p99_9_ms",
     "client_max_ms",
+    "corrected_p50_ms",
+    "corrected_p90_ms",
+    "corrected_p99_ms",
+    "corrected_p99_9_ms",
+    "corrected_max_ms",
     "server_p50_ms",
     "server_p90_ms",
     "server_p99_ms",
@@ -46,6 +51,7 @@ pub const SUMMARY_HEADER: &[&str] = &[
 pub const TIMESERIES_HEADER: &[&str] = &[
     "start_s",
     "end_s",
+    "phase",
     "endpoint",
     "requests",
     "ok",
@@ -54,6 +60,8 @@ pub const TIMESERIES_HEADER: &[&str] = &[
     "requests_per_s",
     "client_p50_ms",
     "client_p99_ms",
+    "corrected_p50_ms",
+    "corrected_p99_ms",
     "server_p50_ms",
     "server_p99_ms",
     "overhead_p50_ms",
@@ -89,11 +97,17 @@ fn summary_row(endpoint: &EndpointSummary) -> Vec<String> {
         endpoint.connect_errors.to_string(),
         endpoint.transport_errors.to_string(),
         endpoint.cancelled.to_string(),
-        (endpoint.not_sent_run_stopped + endpoint.not_sent_login_failed).to_string(),
+        (endpoint.not_sent_run_stopped
+            + endpoint.not_sent_login_failed
+            + endpoint.not_sent_no_free_user)
+            .to_string(),
         format!("{:.3}", endpoint.error_percent),
         format!("{:.3}", endpoint.achieved_rps),
     ];
     row.extend(percentile_fields(&endpoint.client_ms));
+    row.extend(percentile_fields(
+        &endpoint.client_corrected_ms.unwrap_or_default(),
+    ));
     row.extend(percentile_fields(&endpoint.server_ms));
     row.extend(percentile_fields(&endpoint.overhead_ms));
     row.push(endpoint.overhead_negative_count.to_string());
@@ -120,16 +134,17 @@ pub fn summary_csv(summary: &Summary) -> anyhow::Result<Vec<u8>> {
     Ok(writer.into_inner()?)
 }
 
-fn timeseries_row(start_s: f64, end_s: f64, endpoint: &str, row: &IntervalRow) -> Vec<String> {
-    let length_s = end_s - start_s;
+fn timeseries_row(snapshot: &IntervalSnapshot, endpoint: &str, row: &IntervalRow) -> Vec<String> {
+    let length_s = snapshot.end_s - snapshot.start_s;
     let rate = if length_s > 0.0 {
         row.requests as f64 / length_s
     } else {
         0.0
     };
     vec![
-        format!("{start_s:.3}"),
-        format!("{end_s:.3}"),
+        format!("{:.3}", snapshot.start_s),
+        format!("{:.3}", snapshot.end_s),
+        snapshot.phase.name().to_string(),
         endpoint.to_string(),
         row.requests.to_string(),
         row.ok.to_string(),
@@ -138,6 +153,8 @@ fn timeseries_row(start_s: f64, end_s: f64, endpoint: &str, row: &IntervalRow) -
         format!("{rate:.3}"),
         ms(row.client.p50_ms),
         ms(row.client.p99_ms),
+        ms(row.corrected.p50_ms),
+        ms(row.corrected.p99_ms),
         ms(row.server.p50_ms),
         ms(row.server.p99_ms),
         ms(row.overhead.p50_ms),
@@ -150,19 +167,9 @@ pub fn timeseries_csv(result: &RunResult) -> anyhow::Result<Vec<u8>> {
     writer.write_record(TIMESERIES_HEADER)?;
     for snapshot in &result.intervals {
         for (info, row) in result.endpoints.iter().zip(&snapshot.endpoints) {
-            writer.write_record(timeseries_row(
-                snapshot.start_s,
-                snapshot.end_s,
-                &info.name,
-                row,
-            ))?;
+            writer.write_record(timeseries_row(snapshot, &info.name, row))?;
         }
-        writer.write_record(timeseries_row(
-            snapshot.start_s,
-            snapshot.end_s,
-            "all",
-            &snapshot.all,
-        ))?;
+        writer.write_record(timeseries_row(snapshot, "all", &snapshot.all))?;
     }
     Ok(writer.into_inner()?)
 }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parallax::engine::{self, RunOptions, RunResult};
+use parallax::load::Distribution;
 use parallax::report::{self, Summary};
 use parallax::scenario::Plan;
-use parallax::target::{self, DemoTarget, ServiceTime};
+use parallax::target::{self, DemoTarget};
 
 /// The repository root, where `scenarios/` lives.
 pub fn repo_root() -> PathBuf {
@@ -107,7 +108,7 @@ pub fn constant_target(service_ms: f64, token_lifetime: Duration) -> target::Con
     };
     config
         .service_times
-        .set_all(ServiceTime::Constant { ms: service_ms });
+        .set_all(Distribution::Constant { ms: service_ms });
     config
 }
 
