@@ -290,10 +290,11 @@ async fn run_against(
     if options.handle_signals {
         spawn_signal_listener(options.interrupt.clone(), shared.abort.clone());
     }
-    if let LoadModel::Open(_) = plan.load {
-        let rest = users.split_off(1);
-        users.extend(log_in_all(rest).await);
-    }
+    // Every user logs in before the clock starts, so that a login storm
+    // does not disturb the first seconds of the measured load.
+    let rest = users.split_off(1);
+    users.extend(log_in_all(rest).await);
+    users.sort_by_key(VirtualUser::id);
 
     let start = Instant::now();
     let started_at = chrono::Utc::now();
@@ -509,7 +510,7 @@ impl PoolGrowth {
     }
 }
 
-/// Logs the pool of open-model users in before the schedule starts, at
+/// Logs users in before the load starts, at
 /// most [`LOGIN_CONCURRENCY`] at a time so the start does not storm the login
 /// endpoint. Failures are recorded; such users retry with backoff when they get work.
 async fn log_in_all(users: Vec<VirtualUser>) -> Vec<VirtualUser> {

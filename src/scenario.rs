@@ -782,12 +782,14 @@ impl Resolver<'_> {
                 {
                     None | Some(("step", _)) => Ramp::Step,
                     Some(("linear", _)) => Ramp::Linear,
-                    Some((other, ramp_span)) => return Err(self.source.error(
-                        &ramp_span,
-                        format!(
+                    Some((other, ramp_span)) => {
+                        return Err(self.source.error(
+                            &ramp_span,
+                            format!(
                             "`{key}.ramp` = {other:?} is not a ramp. Use \"step\" or \"linear\"."
                         ),
-                    )),
+                        ))
+                    }
                 };
                 stages.push(Stage {
                     duration,

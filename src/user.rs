@@ -157,6 +157,10 @@ impl VirtualUser {
         }
     }
 
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
     pub fn username(&self) -> &str {
         &self.credential.username
     }

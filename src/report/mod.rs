@@ -19,7 +19,7 @@ use crate::metrics::{EndpointStats, LoginCounts, Percentiles};
 use crate::scenario::Checks;
 
 pub use charts::CHART_FILES;
-pub use console::print_summary;
+pub use console::{format_summary, print_summary};
 
 /// Version of the `summary.json` layout; raised on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -148,7 +148,8 @@ pub fn assert_accounted(summary: &Summary) {
             + endpoint.transport_errors
             + endpoint.cancelled
             + endpoint.not_sent_run_stopped
-            + endpoint.not_sent_login_failed;
+            + endpoint.not_sent_login_failed
+            + endpoint.not_sent_no_free_user;
         assert_eq!(
             outcomes, endpoint.requests_intended,
             "outcomes of {} do not add up",
