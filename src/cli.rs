@@ -128,6 +128,11 @@ async fn run(args: RunArgs) -> i32 {
             return exit_code::BAD_INPUT;
         }
     }
+    let report_base = args.out.clone().unwrap_or_else(|| plan.output_dir.clone());
+    if let Err(message) = check_report_folder(&report_base, args.out.is_some()) {
+        eprintln!("error: {message}");
+        return exit_code::BAD_INPUT;
+    }
     let options = RunOptions {
         target_override: args.target.clone(),
         progress: if args.quiet {
@@ -168,6 +173,38 @@ async fn run(args: RunArgs) -> i32 {
     } else {
         exit_code::OK
     }
+}
+
+/// Checks before the run that the reports can be written where they will go:
+/// `--out` must not hold an earlier report, and the folder must be writable.
+fn check_report_folder(dir: &std::path::Path, explicit: bool) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "the report folder {} is a file. Pass another --out folder.",
+            dir.display()
+        ));
+    }
+    if explicit && dir.join("summary.json").exists() {
+        return Err(format!(
+            "{} already holds a report. Pass a new --out folder, or remove the old report first.",
+            dir.display()
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|error| {
+        format!(
+            "cannot create the report folder {}: {error}. Pass a writable --out folder.",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(".parallax-write-check");
+    std::fs::write(&probe, b"").map_err(|error| {
+        format!(
+            "cannot write into the report folder {}: {error}. Pass a writable --out folder.",
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }
 
 fn check_target_flag(url: &str) -> Result<(), String> {

@@ -15,7 +15,7 @@
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -187,9 +187,12 @@ pub struct RunResult {
     pub totals: StatsSet,
     pub intervals: Vec<IntervalSnapshot>,
     pub generator: GeneratorReport,
+    /// When the run started (the logins before the load included).
     pub started_at: chrono::DateTime<chrono::Utc>,
-    /// From the start of the load to the last outcome.
+    /// From the start of the run to the last outcome, logins included.
     pub elapsed: Duration,
+    /// From the start of the load (after the logins) to the last outcome.
+    pub load_elapsed: Duration,
     /// Why the run was cut short; `None` for a complete run.
     pub partial_reason: Option<String>,
 }
@@ -272,14 +275,23 @@ async fn run_against(
     let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
     let client = build_client(&plan)?;
     let shared = Arc::new(Shared::new(&plan, base_url, client, Arc::clone(&recorder)));
+    if options.handle_signals {
+        spawn_signal_listener(options.interrupt.clone(), shared.abort.clone());
+    }
     let mut users: Vec<VirtualUser> = (0..plan.load.users())
         .map(|id| VirtualUser::new(id, Arc::clone(&shared), options.seed))
         .collect();
+    let run_start = Instant::now();
+    let started_at = chrono::Utc::now();
 
     // The first user's login doubles as the check that the target is up and
     // the login settings work; its token is kept, so it counts as that user's login.
     let first = &mut users[0];
-    if let Err(failure) = first.login(LoginReason::Initial).await {
+    let first_login = tokio::select! {
+        result = first.login(LoginReason::Initial) => Some(result),
+        _ = options.interrupt.cancelled() => None,
+    };
+    if let Some(Err(failure)) = first_login {
         return Err(setup_error(
             failure,
             first.username(),
@@ -287,66 +299,54 @@ async fn run_against(
             &plan.login.path,
         ));
     }
-    if options.handle_signals {
-        spawn_signal_listener(options.interrupt.clone(), shared.abort.clone());
-    }
-    // Every user logs in before the clock starts, so that a login storm
-    // does not disturb the first seconds of the measured load.
-    let rest = users.split_off(1);
-    users.extend(log_in_all(rest).await);
-    users.sort_by_key(VirtualUser::id);
 
-    let start = Instant::now();
-    let started_at = chrono::Utc::now();
+    let load_start = Arc::new(OnceLock::new());
     let collector_done = CancellationToken::new();
     let collector = tokio::spawn(collect(
         Arc::clone(&recorder),
         endpoints.len(),
-        start,
+        run_start,
+        Arc::clone(&load_start),
         plan.load.clone(),
         options.progress,
         collector_done.clone(),
     ));
 
-    let tracker = TaskTracker::new();
+    // Every user logs in before the load starts, so that a login storm does
+    // not disturb the first seconds of the measured load.
+    let rest = users.split_off(1);
+    let logged_in = match first_login {
+        None => None,
+        Some(_) => tokio::select! {
+            ready = log_in_all(rest) => Some(ready),
+            _ = options.interrupt.cancelled() => None,
+        },
+    };
     let counts = Arc::new(DispatchCounts::default());
-    counts.users_started.store(users.len(), Ordering::Relaxed);
-    let mut queue = None;
-    match &plan.load {
-        LoadModel::Closed(model) => spawn_closed(model, users, start, &tracker),
-        LoadModel::Open(model) => {
-            queue = Some(spawn_open(
-                model,
-                users,
-                start,
-                &shared,
-                &tracker,
-                &counts,
-                options.seed,
-            ));
+    let (partial_reason, load_elapsed) = match logged_in {
+        // Interrupted while logging in: no load was sent, the logins are reported.
+        None => (
+            Some("interrupted before the load started".to_string()),
+            Duration::ZERO,
+        ),
+        Some(ready) => {
+            users.extend(ready);
+            users.sort_by_key(VirtualUser::id);
+            let start = Instant::now();
+            let _ = load_start.set(start);
+            let partial_reason = drive_load(&plan, users, start, &shared, &counts, options).await;
+            (partial_reason, start.elapsed())
         }
-    }
-    tracker.close();
+    };
 
-    let end_of_load = start + plan.load.duration();
-    let partial_reason =
-        wait_for_users(&tracker, &shared, &plan, end_of_load, &options.interrupt).await;
-
-    if let Some(queue) = queue {
-        // Arrivals nobody picked up before the end were intended but never sent.
-        while let Ok(arrival) = queue.try_recv() {
-            let sample = Sample::not_sent(arrival.request + 1, NotSentReason::RunStopped);
-            recorder.record(0, &sample);
-        }
-    }
-    let elapsed = start.elapsed();
+    let elapsed = run_start.elapsed();
     collector_done.cancel();
     let (totals, intervals) = collector.await.expect("the collector task does not panic");
     let generator = generator_report(
         &plan.load,
         &totals,
         &counts,
-        elapsed,
+        load_elapsed,
         partial_reason.is_some(),
     );
 
@@ -359,8 +359,52 @@ async fn run_against(
         generator,
         started_at,
         elapsed,
+        load_elapsed,
         partial_reason,
     })
+}
+
+/// Starts the users on the load model at `start` and waits until the run
+/// ends. Returns why the run was cut short, if it was.
+async fn drive_load(
+    plan: &Plan,
+    users: Vec<VirtualUser>,
+    start: Instant,
+    shared: &Arc<Shared>,
+    counts: &Arc<DispatchCounts>,
+    options: &RunOptions,
+) -> Option<String> {
+    let tracker = TaskTracker::new();
+    counts.users_started.store(users.len(), Ordering::Relaxed);
+    let mut queue = None;
+    match &plan.load {
+        LoadModel::Closed(model) => spawn_closed(model, users, start, &tracker),
+        LoadModel::Open(model) => {
+            queue = Some(spawn_open(
+                model,
+                users,
+                start,
+                shared,
+                &tracker,
+                counts,
+                options.seed,
+            ));
+        }
+    }
+    tracker.close();
+
+    let end_of_load = start + plan.load.duration();
+    let partial_reason =
+        wait_for_users(&tracker, shared, plan, end_of_load, &options.interrupt).await;
+
+    if let Some(queue) = queue {
+        // Arrivals nobody picked up before the end were intended but never sent.
+        while let Ok(arrival) = queue.try_recv() {
+            let sample = Sample::not_sent(arrival.request + 1, NotSentReason::RunStopped);
+            shared.recorder.record(0, &sample);
+        }
+    }
+    partial_reason
 }
 
 fn setup_error(
@@ -693,6 +737,7 @@ async fn collect(
     recorder: Arc<Recorder>,
     endpoint_count: usize,
     start: Instant,
+    load_start: Arc<OnceLock<Instant>>,
     load: LoadModel,
     progress: ProgressMode,
     done: CancellationToken,
@@ -711,13 +756,17 @@ async fn collect(
         let now = Instant::now();
         recorder.drain_into(&mut interval);
         // The last interval is usually shorter than the others; its real length is kept.
-        let middle = (interval_start - start) + (now - interval_start) / 2;
+        let middle = interval_start + (now - interval_start) / 2;
+        let phase = match load_start.get() {
+            Some(load_start) if middle >= *load_start => load.phase_at(middle - *load_start),
+            _ => Phase::LoggingIn,
+        };
         let snapshot = IntervalSnapshot {
             start_s: (interval_start - start).as_secs_f64(),
             end_s: (now - start).as_secs_f64(),
-            phase: load.phase_at(middle),
+            phase,
             endpoints: interval.endpoints.iter().map(IntervalRow::of).collect(),
-            all: IntervalRow::of(&interval.combined()),
+            all: IntervalRow::of(&interval.combined_requests()),
         };
         totals.merge(&interval);
         interval.reset();
@@ -772,7 +821,7 @@ impl Progress {
             .client
             .p99_ms
             .map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
-        let all = totals.combined();
+        let all = totals.combined_requests();
         let errors = all.outcomes.errors();
         let sent = all.outcomes.sent().max(1);
         let message = format!(

@@ -158,35 +158,83 @@ impl RateSchedule {
         None
     }
 
-    /// Returns every intended start offset, in order. Uniform spacing makes
-    /// each gap the inverse of the rate at the previous arrival, so a constant
-    /// 7 req/s over 20 s gives exactly 140 arrivals. Poisson arrivals draw
-    /// each gap from an exponential distribution with that mean, from a
-    /// seeded generator, so the same seed gives the same schedule.
+    /// The rate at the start and at the end of each stage, with the stage's
+    /// start offset and length in seconds.
+    fn segments(&self) -> impl Iterator<Item = (f64, f64, f64, f64)> + '_ {
+        let mut start_s = 0.0;
+        let mut previous_rate = self.start_rate_per_s;
+        self.stages.iter().map(move |stage| {
+            let from = match stage.ramp {
+                Ramp::Step => stage.rate_per_s,
+                Ramp::Linear => previous_rate,
+            };
+            let length_s = stage.duration.as_secs_f64();
+            let segment = (start_s, length_s, from, stage.rate_per_s);
+            start_s += length_s;
+            previous_rate = stage.rate_per_s;
+            segment
+        })
+    }
+
+    /// Expected arrivals over the whole schedule: the integral of the rate.
+    pub fn expected_arrivals(&self) -> f64 {
+        self.segments()
+            .map(|(_, length, from, to)| (from + to) / 2.0 * length)
+            .sum()
+    }
+
+    /// The offset at which the integral of the rate reaches `count`, or
+    /// `None` when the schedule ends first. Within a linear stage the
+    /// integral is quadratic in time, so this solves a quadratic equation.
+    fn time_of(&self, count: f64) -> Option<f64> {
+        let mut remaining = count;
+        for (start, length, from, to) in self.segments() {
+            let area = (from + to) / 2.0 * length;
+            if remaining < area {
+                let slope = (to - from) / length;
+                let offset = if slope.abs() < 1e-12 {
+                    remaining / from
+                } else {
+                    // from * t + slope / 2 * t^2 = remaining, for the root in [0, length].
+                    (-from + (from * from + 2.0 * slope * remaining).sqrt()) / slope
+                };
+                return Some(start + offset.clamp(0.0, length));
+            }
+            remaining -= area;
+        }
+        None
+    }
+
+    /// Returns every intended start offset, in order.
+    ///
+    /// Arrivals are placed by the integral of the rate, so that a low rate
+    /// at the start of a ramp cannot skip the stages that follow:
+    ///
+    /// 1. Uniform: arrival `k` comes when the integral reaches `k + 0.5`, so
+    ///    a schedule expecting `n` arrivals gives `n` rounded to the nearest
+    ///    whole number (7 req/s for 20 s gives 140; 0.5 req/s for 20 s, 10).
+    /// 2. Poisson: the integral advances by an exponential draw with mean 1
+    ///    per arrival, from a seeded generator, so the same seed gives the
+    ///    same schedule.
     pub fn arrivals(&self, process: ArrivalProcess) -> impl Iterator<Item = Duration> + '_ {
         let mut rng = match process {
             ArrivalProcess::Uniform => None,
             ArrivalProcess::Poisson { seed } => Some(rand::rngs::SmallRng::seed_from_u64(seed)),
         };
-        // The first arrival of a uniform schedule is at 0; a Poisson one waits a first gap.
-        let mut next = Some(0.0_f64);
-        let mut first = true;
-        std::iter::from_fn(move || loop {
-            let at_s = next?;
-            let Some(rate) = self.rate_at(Duration::from_secs_f64(at_s)) else {
-                next = None;
-                return None;
-            };
-            // Accumulate in f64 seconds so that fractional gaps do not drift.
-            let gap = match &mut rng {
-                None => 1.0 / rate,
-                Some(rng) => -(1.0 - rng.gen::<f64>()).ln() / rate,
-            };
-            next = Some(at_s + gap);
-            if rng.is_some() && std::mem::take(&mut first) {
-                continue;
+        let mut count = match rng {
+            None => 0.5,
+            Some(_) => 0.0,
+        };
+        std::iter::from_fn(move || {
+            match &mut rng {
+                None => {}
+                Some(rng) => count += -(1.0 - rng.gen::<f64>()).ln(),
             }
-            return Some(Duration::from_secs_f64(at_s));
+            let at = self.time_of(count)?;
+            if rng.is_none() {
+                count += 1.0;
+            }
+            Some(Duration::from_secs_f64(at))
         })
     }
 
@@ -228,6 +276,8 @@ pub enum ArrivalProcess {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Users log in before the load starts.
+    LoggingIn,
     RampUp,
     Steady,
     RampDown,
@@ -238,6 +288,7 @@ pub enum Phase {
 impl Phase {
     pub fn name(self) -> &'static str {
         match self {
+            Phase::LoggingIn => "logging_in",
             Phase::RampUp => "ramp_up",
             Phase::Steady => "steady",
             Phase::RampDown => "ramp_down",
@@ -448,6 +499,53 @@ mod tests {
         );
         assert_eq!(steps.duration(), Duration::from_secs(4));
         assert_eq!(steps.arrivals(ArrivalProcess::Uniform).count(), 10 + 100);
+    }
+
+    #[test]
+    fn low_start_rate_keeps_later_stages() {
+        // A 0.1 req/s start must not make the first gap jump over the ramp.
+        let ramp = RateSchedule::new(
+            0.1,
+            vec![Stage {
+                duration: Duration::from_secs(10),
+                rate_per_s: 100.0,
+                ramp: Ramp::Linear,
+            }],
+        );
+        // The integral is 500.5; arrival k comes at k + 0.5, so 500 arrivals.
+        assert_eq!(ramp.arrivals(ArrivalProcess::Uniform).count(), 500);
+        let steps = RateSchedule::new(
+            0.2,
+            vec![
+                Stage {
+                    duration: Duration::from_secs(3),
+                    rate_per_s: 0.2,
+                    ramp: Ramp::Step,
+                },
+                Stage {
+                    duration: Duration::from_secs(3),
+                    rate_per_s: 100.0,
+                    ramp: Ramp::Step,
+                },
+            ],
+        );
+        let arrivals: Vec<Duration> = steps.arrivals(ArrivalProcess::Uniform).collect();
+        assert_eq!(arrivals.len(), 301);
+        assert_eq!(arrivals[0], Duration::from_millis(2500));
+        assert!(arrivals[1] >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn uniform_counts_round_to_nearest() {
+        let count = |rate: f64, seconds: f64| {
+            RateSchedule::constant(rate, Duration::from_secs_f64(seconds))
+                .arrivals(ArrivalProcess::Uniform)
+                .count()
+        };
+        assert_eq!(count(0.7, 3.0), 2);
+        assert_eq!(count(33.3, 2.5), 83);
+        assert_eq!(count(0.01, 2.0), 0);
+        assert_eq!(count(100.0, 10.0), 1000);
     }
 
     #[test]

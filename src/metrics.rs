@@ -16,6 +16,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// Index of the login endpoint in every endpoint list; the scenario's requests follow it.
+pub const LOGIN_ENDPOINT: usize = 0;
+
 /// Largest value a histogram records, in microseconds (one hour).
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 const SIGNIFICANT_DIGITS: u8 = 3;
@@ -316,7 +319,7 @@ pub struct EndpointStats {
     pub server_error: Histogram<u64>,
     /// Client service time minus server time, successful requests with a server time.
     pub overhead: SignedHistogram,
-    /// Sent requests whose response carried no usable server time.
+    /// Responses (ok, HTTP error, application error) that carried no usable server time.
     pub server_time_missing: u64,
     /// Values above one hour, recorded as one hour.
     pub clamped: u64,
@@ -347,10 +350,17 @@ impl EndpointStats {
         }
         let latency = self.clamp(sample.latency_us);
         let attempt = self.clamp(sample.attempt_us);
+        let responded = matches!(
+            sample.outcome,
+            Outcome::Ok | Outcome::HttpError(_) | Outcome::AppError
+        );
         let server = match sample.server_time {
             ServerTime::Reported(us) => Some(self.clamp(us)),
+            // Only a response can lack a server time; a transport failure has none to lack.
             ServerTime::Missing => {
-                self.server_time_missing += 1;
+                if responded {
+                    self.server_time_missing += 1;
+                }
                 None
             }
         };
@@ -508,10 +518,11 @@ impl StatsSet {
         self.schedule_lag.reset();
     }
 
-    /// Merges every endpoint into one, for the "all endpoints" rows.
-    pub fn combined(&self) -> EndpointStats {
+    /// Merges every request endpoint into one, for the `all` rows. Logins
+    /// are left out: they are counted and timed on their own endpoint.
+    pub fn combined_requests(&self) -> EndpointStats {
         let mut all = EndpointStats::default();
-        for endpoint in &self.endpoints {
+        for endpoint in self.endpoints.iter().skip(LOGIN_ENDPOINT + 1) {
             all.merge(endpoint);
         }
         all

@@ -271,11 +271,18 @@ impl Plan {
     /// credentials CSV) resolve against the file's folder; the output folder
     /// resolves against the current directory.
     pub fn load(path: &Path) -> Result<Plan, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
-            message: format!(
-                "cannot read scenario file {}: {error}. Check the path.",
-                path.display()
-            ),
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            let hint = if error.kind() == std::io::ErrorKind::InvalidData {
+                "Save it as UTF-8 text."
+            } else {
+                "Check the path."
+            };
+            ScenarioError {
+                message: format!(
+                    "cannot read scenario file {}: {error}. {hint}",
+                    path.display()
+                ),
+            }
         })?;
         Plan::parse(&text, path)
     }
@@ -319,17 +326,43 @@ impl Source<'_> {
         }
     }
 
+    /// The key written on the line of `span`, for messages about its value.
+    fn key_at(&self, span: &Range<usize>) -> Option<String> {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |index| index + 1);
+        let line = self.text[line_start..].lines().next()?;
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim();
+        let is_key = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        is_key.then(|| key.to_string())
+    }
+
     fn parse_error(&self, error: &toml::de::Error) -> ScenarioError {
         let message = error.message().trim_end();
         let hint = if message.starts_with("unknown field") {
             " Check the spelling or remove the key; docs/scenarios.md lists every key."
         } else if message.starts_with("missing field") {
             " Add it; docs/scenarios.md describes it."
+        } else if message.starts_with("invalid type") || message.contains("too large") {
+            " Numbers are written without quotes, text in quotes; docs/scenarios.md gives each key's type."
         } else {
-            ""
+            " Check the TOML syntax near this position."
         };
+        // TOML's own message often spans lines; one line reads better in a log.
+        let message = message.lines().map(str::trim).collect::<Vec<_>>().join(" ");
         match error.span() {
-            Some(span) => self.error(&span, format!("{message}.{hint}")),
+            Some(span) => {
+                // Messages about a field name it already; others are about a value.
+                let names_key = message.contains("field `");
+                let key = match self.key_at(&span) {
+                    Some(key) if !names_key => format!("`{key}`: "),
+                    _ => String::new(),
+                };
+                self.error(&span, format!("{key}{message}.{hint}"))
+            }
             None => ScenarioError {
                 message: format!("{}: {message}.{hint}", self.path.display()),
             },
@@ -356,10 +389,16 @@ impl Resolver<'_> {
         let connect_timeout =
             self.positive_seconds("timeouts.connect_s", &file.timeouts.connect_s)?;
         let checks = Checks {
-            max_error_percent: self
-                .optional_check("checks.max_error_percent", &file.checks.max_error_percent)?,
-            max_client_p99_ms: self
-                .optional_check("checks.max_client_p99_ms", &file.checks.max_client_p99_ms)?,
+            max_error_percent: self.optional_check(
+                "checks.max_error_percent",
+                &file.checks.max_error_percent,
+                100.0,
+            )?,
+            max_client_p99_ms: self.optional_check(
+                "checks.max_client_p99_ms",
+                &file.checks.max_client_p99_ms,
+                MAX_SECONDS * 1000.0,
+            )?,
         };
         Ok(Plan {
             name,
@@ -623,10 +662,10 @@ impl Resolver<'_> {
                     format!("`weight` must be a whole number from 1 to 1000000, got {weight}."),
                 ));
             }
-            let body = request
-                .body
-                .as_ref()
-                .map(|body| serde_json::to_vec(body).expect("TOML values serialise as JSON"));
+            let body = match &request.body {
+                Some(body) => Some(self.json_body(&name, body, &request.name.span())?),
+                None => None,
+            };
             plans.push(RequestPlan {
                 name,
                 method,
@@ -636,6 +675,30 @@ impl Resolver<'_> {
             });
         }
         Ok(plans)
+    }
+
+    /// Converts a request body to JSON bytes. A table or array is converted
+    /// value by value; a string must hold JSON text and is sent as it is.
+    fn json_body(
+        &self,
+        name: &str,
+        body: &toml::Value,
+        span: &Range<usize>,
+    ) -> Result<Vec<u8>, ScenarioError> {
+        if let toml::Value::String(text) = body {
+            return match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(_) => Ok(text.as_bytes().to_vec()),
+                Err(error) => Err(self.source.error(
+                    span,
+                    format!("the body of request {name:?} is a string but not valid JSON ({error}). Write the body as a TOML table, e.g. body = {{ name = \"x\" }}, or as a string holding JSON."),
+                )),
+            };
+        }
+        let json = toml_to_json(body).map_err(|problem| {
+            self.source
+                .error(span, format!("the body of request {name:?} {problem}"))
+        })?;
+        Ok(serde_json::to_vec(&json).expect("a JSON value serialises"))
     }
 
     fn resolve_load(&self, load: &Spanned<LoadSection>) -> Result<LoadModel, ScenarioError> {
@@ -809,6 +872,16 @@ impl Resolver<'_> {
                 ))
             }
         };
+        if schedule.expected_arrivals() < 0.5 {
+            return Err(self.source.error(
+                span,
+                format!(
+                    "the open-model schedule plans no request ({:.3} expected over {} s). Raise `load.rate_per_s` or lengthen the run.",
+                    schedule.expected_arrivals(),
+                    schedule.duration().as_secs_f64()
+                ),
+            ));
+        }
         let max_queue_wait = match &load.max_queue_wait_s {
             Some(wait) => Some(self.positive_seconds("load.max_queue_wait_s", wait)?),
             None => None,
@@ -921,13 +994,14 @@ impl Resolver<'_> {
         &self,
         key: &str,
         value: &Option<Spanned<f64>>,
+        max: f64,
     ) -> Result<Option<f64>, ScenarioError> {
         let Some(value) = value else { return Ok(None) };
         let limit = *value.get_ref();
-        if !limit.is_finite() || limit < 0.0 {
+        if !limit.is_finite() || !(0.0..=max).contains(&limit) {
             return Err(self.source.error(
                 &value.span(),
-                format!("`{key}` must be zero or more, got {limit}."),
+                format!("`{key}` must be from 0 to {max}, got {limit}."),
             ));
         }
         Ok(Some(limit))
@@ -960,6 +1034,30 @@ impl TimeUnit {
     }
 }
 
+/// Converts a TOML value to JSON, rejecting what JSON cannot hold exactly.
+fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as Json;
+
+    Ok(match value {
+        toml::Value::String(text) => Json::String(text.clone()),
+        toml::Value::Integer(number) => Json::from(*number),
+        toml::Value::Float(number) => serde_json::Number::from_f64(*number)
+            .map(Json::Number)
+            .ok_or_else(|| format!("holds {number}, which JSON cannot represent. Use a finite number."))?,
+        toml::Value::Boolean(flag) => Json::Bool(*flag),
+        toml::Value::Datetime(datetime) => {
+            return Err(format!("holds the TOML date {datetime}, which JSON has no type for. Write it as a string in quotes."))
+        }
+        toml::Value::Array(items) => Json::Array(items.iter().map(toml_to_json).collect::<Result<_, _>>()?),
+        toml::Value::Table(table) => Json::Object(
+            table
+                .iter()
+                .map(|(key, value)| Ok((key.clone(), toml_to_json(value)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
 /// Keeps a scenario name safe as part of a folder name.
 fn sanitize_name(name: &str) -> String {
     name.trim()
@@ -990,10 +1088,10 @@ pub fn read_credentials_csv(path: &Path) -> Result<Vec<Credential>, String> {
     let column = |name: &str| headers.iter().position(|header| header == name);
     let (Some(username_column), Some(password_column)) = (column("username"), column("password"))
     else {
+        // The first line is not quoted: without a header it would be a user's password.
         return Err(format!(
-            "{} must start with a header line naming the columns username and password, found {:?}.",
-            path.display(),
-            headers.iter().collect::<Vec<_>>()
+            "{} must start with the header line username,password (the first line names no such columns). Add that line above the users.",
+            path.display()
         ));
     };
     let mut credentials = Vec::new();
@@ -1074,6 +1172,36 @@ duration_s = 1
             "{message}"
         );
         assert!(message.contains("docs/scenarios.md"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let message = error_of(&MINIMAL.replace("users = 2", "users = \"2\""));
+        assert!(
+            message.starts_with("test.toml:11:9: `users`: invalid type: string \"2\""),
+            "{message}"
+        );
+        assert!(message.contains("without quotes"), "{message}");
+    }
+
+    #[test]
+    fn bad_bodies_are_rejected() {
+        let with_body = |body: &str| {
+            MINIMAL.replace(
+                "path = \"/api/items\"",
+                &format!("path = \"/api/items\"\nbody = {body}"),
+            )
+        };
+        assert!(
+            error_of(&with_body("'{\"name\": broken'")).contains("is a string but not valid JSON")
+        );
+        assert!(error_of(&with_body("{ price = nan }")).contains("JSON cannot represent"));
+        assert!(error_of(&with_body("{ at = 1979-05-27 }")).contains("Write it as a string"));
+        let plan = parse(&with_body("'{\"name\": \"ok\"}'")).unwrap();
+        assert_eq!(
+            plan.requests[0].body.as_deref(),
+            Some(&b"{\"name\": \"ok\"}"[..])
+        );
     }
 
     #[test]

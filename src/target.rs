@@ -280,16 +280,22 @@ impl Timing {
     }
 }
 
-/// Waits `duration` with sub-millisecond precision: Tokio's timer has 1 ms
-/// granularity, so it sleeps until two milliseconds before the deadline, then yields in a loop.
+/// Waits `duration` with sub-millisecond precision. Tokio's timer has 1 ms
+/// granularity, so it sleeps until two milliseconds before the deadline,
+/// yields to other tasks until 50 µs before it, and spins for the rest. A
+/// busy machine can still delay the task past the deadline.
 async fn serve_for(duration: Duration, started: Instant) {
+    const SPIN: Duration = Duration::from_micros(50);
     let deadline = started + duration;
     let coarse = duration.saturating_sub(Duration::from_millis(2));
     if !coarse.is_zero() {
         tokio::time::sleep_until((started + coarse).into()).await;
     }
-    while Instant::now() < deadline {
+    while Instant::now() + SPIN < deadline {
         tokio::task::yield_now().await;
+    }
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
     }
 }
 

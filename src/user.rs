@@ -20,11 +20,9 @@ use crate::api::{jwt_expiry, parse_envelope, Envelope};
 use crate::load::Distribution;
 use crate::metrics::{
     duration_us, Correction, LoginReason, NotSentReason, Outcome, Recorder, Sample, ServerTime,
+    LOGIN_ENDPOINT,
 };
 use crate::scenario::{Credential, LoginPlan, Plan};
-
-/// Index of the login endpoint in every endpoint list; requests follow it.
-pub const LOGIN_ENDPOINT: usize = 0;
 
 /// First wait after a failed login; it doubles per failure up to [`MAX_LOGIN_BACKOFF`].
 const MIN_LOGIN_BACKOFF: Duration = Duration::from_secs(1);

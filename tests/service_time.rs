@@ -25,9 +25,10 @@ async fn server_p50_matches_configured_service_time() {
     for name in ["list", "detail"] {
         let server_p50 = endpoint(&summary, name).server_ms.p50_ms.unwrap();
         // The target reports the time it really spent: the 5 ms wait plus
-        // building the response, which stays well under 1 % of 5 ms.
+        // the delay before its task runs again, tens of microseconds on an
+        // idle machine. The bound leaves 2 % for a busy one.
         assert!(
-            (5.0..=5.05).contains(&server_p50),
+            (5.0..=5.1).contains(&server_p50),
             "{name}: server p50 {server_p50} ms"
         );
     }

@@ -60,7 +60,7 @@ pub fn render_all(
             ""
         }
     );
-    let all = result.totals.combined();
+    let all = result.totals.combined_requests();
     Ok(vec![
         (
             CHART_FILES[0],
@@ -119,15 +119,32 @@ fn axis_max(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// One point per interval at its end. Intervals shorter than half the
+/// usual length (the sliver at the end of a run) are left out: their few
+/// samples make spikes, and they stay in `timeseries.csv`.
 fn series(result: &RunResult, value: impl Fn(&IntervalRow, f64) -> Option<f64>) -> Vec<(f64, f64)> {
+    let min_length_s = INTERVAL.as_secs_f64() / 2.0;
     result
         .intervals
         .iter()
+        .filter(|snapshot| snapshot.end_s - snapshot.start_s >= min_length_s)
         .filter_map(|snapshot| {
             let length_s = snapshot.end_s - snapshot.start_s;
             value(&snapshot.all, length_s).map(|y| (snapshot.end_s, y))
         })
         .collect()
+}
+
+/// Writes a note in the middle of a chart that has nothing to plot.
+fn note_no_data(area: &Area<'_>, what: &str) -> DrawResult {
+    let (width, height) = CHART_SIZE;
+    let text = format!("no {what} in this run");
+    area.draw(&Text::new(
+        text,
+        (width as i32 / 2 - 150, height as i32 / 2),
+        ("sans-serif", 24).into_font().color(&ERROR_COLOR),
+    ))?;
+    Ok(())
 }
 
 fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult {
@@ -192,6 +209,7 @@ fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> Dra
         .y_desc("latency (ms)")
         .label_style(("sans-serif", 16))
         .draw()?;
+    let empty = lines.iter().all(|(_, points, _, _)| points.is_empty());
     for (label, points, color, width) in lines {
         let style = color.stroke_width(width);
         chart
@@ -205,6 +223,9 @@ fn latency_over_time(area: &Area<'_>, result: &RunResult, subtitle: &str) -> Dra
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
         .draw()?;
+    if empty {
+        note_no_data(area, "successful request")?;
+    }
     Ok(())
 }
 
@@ -280,6 +301,7 @@ fn latency_distribution(
         .x_label_formatter(&percentile_label)
         .label_style(("sans-serif", 16))
         .draw()?;
+    let empty = lines.iter().all(|(_, points, _)| points.is_empty());
     for (label, points, color) in lines {
         let style = color.stroke_width(2);
         chart
@@ -294,19 +316,21 @@ fn latency_distribution(
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
         .draw()?;
+    if empty {
+        note_no_data(area, "successful request")?;
+    }
     Ok(())
 }
 
 fn throughput(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult {
-    // A rate over a sliver of time (the short last interval) is mostly noise.
-    let min_length_s = INTERVAL.as_secs_f64() / 2.0;
     let per_second = |count: fn(&IntervalRow) -> u64| {
         series(result, move |row, length_s| {
-            (length_s >= min_length_s).then(|| count(row) as f64 / length_s)
+            Some(count(row) as f64 / length_s)
         })
     };
     let ok = per_second(|row| row.ok);
     let errors = per_second(|row| row.errors);
+    let empty = ok.is_empty() && errors.is_empty();
     let x_max = axis_max(result.intervals.iter().map(|snapshot| snapshot.end_s));
     let y_max = axis_max(ok.iter().chain(&errors).map(|point| point.1));
     let mut chart = ChartBuilder::on(area)
@@ -337,6 +361,9 @@ fn throughput(area: &Area<'_>, result: &RunResult, subtitle: &str) -> DrawResult
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
         .draw()?;
+    if empty {
+        note_no_data(area, "full interval")?;
+    }
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::engine::GeneratorReport;
 use crate::engine::{EndpointInfo, RunResult};
 use crate::load::{ArrivalProcess, LoadModel};
-use crate::metrics::{EndpointStats, LoginCounts, Percentiles};
+use crate::metrics::{EndpointStats, LoginCounts, Percentiles, LOGIN_ENDPOINT};
 use crate::scenario::Checks;
 
 pub use charts::CHART_FILES;
@@ -34,7 +34,7 @@ pub struct Summary {
     pub logins: LoginSummary,
     pub generator: GeneratorSummary,
     pub checks: Vec<CheckResult>,
-    /// Every endpoint merged, login included.
+    /// Every request endpoint merged; logins are left out.
     pub all: EndpointSummary,
     /// Login first, then the scenario's requests in their order.
     pub endpoints: Vec<EndpointSummary>,
@@ -61,7 +61,10 @@ pub struct ScenarioInfo {
 pub struct RunInfo {
     pub started_at_utc: String,
     pub finished_at_utc: String,
+    /// From the start of the run to the last outcome, logins included.
     pub elapsed_s: f64,
+    /// From the start of the load (after every user logged in) to the last outcome.
+    pub load_elapsed_s: f64,
     pub partial: bool,
     pub partial_reason: Option<String>,
 }
@@ -134,7 +137,7 @@ pub struct EndpointSummary {
     pub not_sent_no_free_user: u64,
     /// Failed requests as a share of sent requests.
     pub error_percent: f64,
-    /// Sent requests per second of run time.
+    /// Sent requests per second: over the load for requests, over the whole run for logins.
     pub achieved_rps: f64,
     /// Raw client latency of successful requests, from the actual send.
     pub client_ms: Percentiles,
@@ -205,6 +208,7 @@ impl Summary {
     pub fn new(result: &RunResult) -> Self {
         let plan = &result.plan;
         let elapsed_s = result.elapsed.as_secs_f64();
+        let load_elapsed_s = result.load_elapsed.as_secs_f64();
         let corrected = plan.load.has_correction();
         let all_info = EndpointInfo {
             name: "all".into(),
@@ -215,9 +219,23 @@ impl Summary {
             .endpoints
             .iter()
             .zip(&result.totals.endpoints)
-            .map(|(info, stats)| EndpointSummary::new(info, stats, elapsed_s, corrected))
+            .enumerate()
+            .map(|(index, (info, stats))| {
+                // Logins run before the load too; requests only during it.
+                let window_s = if index == LOGIN_ENDPOINT {
+                    elapsed_s
+                } else {
+                    load_elapsed_s
+                };
+                EndpointSummary::new(info, stats, window_s, corrected)
+            })
             .collect();
-        let all = EndpointSummary::new(&all_info, &result.totals.combined(), elapsed_s, corrected);
+        let all = EndpointSummary::new(
+            &all_info,
+            &result.totals.combined_requests(),
+            load_elapsed_s,
+            corrected,
+        );
         let finished_at =
             result.started_at + chrono::Duration::from_std(result.elapsed).unwrap_or_default();
         let (pacing_ms, max_users, arrivals) = match &plan.load {
@@ -255,6 +273,7 @@ impl Summary {
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 finished_at_utc: finished_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 elapsed_s,
+                load_elapsed_s,
                 partial: result.is_partial(),
                 partial_reason: result.partial_reason.clone(),
             },

@@ -45,6 +45,7 @@ pub const SUMMARY_HEADER: &[&str] = &[
     "overhead_negative_count",
     "server_time_missing",
     "http_error_statuses",
+    "run_partial",
 ];
 
 /// Header of `timeseries.csv`, one row per interval and endpoint, plus `all`.
@@ -83,7 +84,7 @@ fn percentile_fields(percentiles: &Percentiles) -> [String; 5] {
     ]
 }
 
-fn summary_row(endpoint: &EndpointSummary) -> Vec<String> {
+fn summary_row(endpoint: &EndpointSummary, partial: bool) -> Vec<String> {
     let mut row = vec![
         endpoint.name.clone(),
         endpoint.method.clone(),
@@ -118,6 +119,7 @@ fn summary_row(endpoint: &EndpointSummary) -> Vec<String> {
         .map(|(status, count)| format!("{status}:{count}"))
         .collect();
     row.push(statuses.join(" "));
+    row.push(partial.to_string());
     row
 }
 
@@ -129,7 +131,7 @@ pub fn summary_csv(summary: &Summary) -> anyhow::Result<Vec<u8>> {
         .iter()
         .chain(std::iter::once(&summary.all))
     {
-        writer.write_record(summary_row(endpoint))?;
+        writer.write_record(summary_row(endpoint, summary.run.partial))?;
     }
     Ok(writer.into_inner()?)
 }
