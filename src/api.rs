@@ -1,96 +1,475 @@
-//! The target's wire model: the response envelope, the login token and its expiry.
+//! The target's wire model: the response envelope, where the server reports
+//! its own time, the login token and its expiry.
 //!
 //! Envelope (every JSON response): `success` (bool), `statusCode` (int),
 //! `message`, `data`, `rows`, `apiCost { start, finish, duration }`, where
 //! `duration` is the server's processing time in **seconds** and
-//! `start`/`finish` read like `2026-03-31 15:56:56'255` (local time, no zone).
-//! Any field may be missing, null or of another type; parsing never fails the
-//! request because of it, it only reports the server time as missing.
+//! `start`/`finish` read like `2026-03-31 15:56:56'255` (no zone). Any field
+//! may be missing, null or of another type: parsing never fails the request
+//! because of it, it reports the server time as missing, with the reason.
+//!
+//! The body is read in one pass that keeps only the fields needed, borrowed
+//! from the body; `data` and `rows` are skipped without being built.
+
+use std::borrow::Cow;
+use std::fmt;
 
 use base64::Engine as _;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::metrics::{ServerTime, MAX_LATENCY_US};
+use crate::metrics::{MissingReason, ServerTime, MAX_LATENCY_US};
 
-/// The fields of an envelope that parallax reads, borrowed from the body.
+/// The unit a server reports its time in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TimeUnit {
+    #[serde(rename = "s")]
+    Seconds,
+    #[serde(rename = "ms")]
+    Milliseconds,
+    #[serde(rename = "us")]
+    Microseconds,
+}
+
+impl TimeUnit {
+    fn micros(self) -> f64 {
+        match self {
+            TimeUnit::Seconds => 1e6,
+            TimeUnit::Milliseconds => 1e3,
+            TimeUnit::Microseconds => 1.0,
+        }
+    }
+}
+
+/// Where the server reports the time it spent on a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerTimeSource {
+    /// A number in the JSON body at a JSON pointer (RFC 6901); the default
+    /// is `/apiCost/duration` in seconds.
+    Body {
+        pointer: Vec<String>,
+        unit: TimeUnit,
+    },
+    /// The `Server-Timing` header (W3C syntax, `dur` in milliseconds): one
+    /// metric by name, or the sum of every metric's `dur` when `None`.
+    ServerTiming { metric: Option<String> },
+    /// A plain response header holding a number in `unit`.
+    Header {
+        name: reqwest::header::HeaderName,
+        unit: TimeUnit,
+    },
+    /// The server reports no time: only client latency is recorded.
+    None,
+}
+
+impl Default for ServerTimeSource {
+    fn default() -> Self {
+        ServerTimeSource::Body {
+            pointer: vec!["apiCost".into(), "duration".into()],
+            unit: TimeUnit::Seconds,
+        }
+    }
+}
+
+impl ServerTimeSource {
+    /// Splits a JSON pointer into its unescaped segments (`~1` is `/`, `~0` is `~`).
+    pub fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
+        let Some(rest) = pointer.strip_prefix('/') else {
+            return Err(format!(
+                "{pointer:?} is not a JSON pointer; write it like \"/apiCost/duration\""
+            ));
+        };
+        Ok(rest
+            .split('/')
+            .map(|segment| segment.replace("~1", "/").replace("~0", "~"))
+            .collect())
+    }
+}
+
+/// The fields of a response that parallax reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Envelope {
     /// `Some(false)` only when the body says `"success": false` as a JSON boolean.
     pub success: Option<bool>,
     pub status_code: Option<i64>,
     pub server_time: ServerTime,
+    /// `apiCost.start` and `apiCost.finish`, as written (no zone), in
+    /// microseconds since 1970-01-01 00:00:00 of that unknown zone.
+    pub api_cost_span: Option<(i64, i64)>,
 }
 
 impl Envelope {
-    /// The envelope of a body that is not a JSON object.
-    pub const NOT_JSON: Envelope = Envelope {
-        success: None,
-        status_code: None,
-        server_time: ServerTime::Missing,
-    };
-}
-
-#[derive(Deserialize)]
-struct EnvelopeWire<'a> {
-    #[serde(default, borrow)]
-    success: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "statusCode")]
-    status_code: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "apiCost")]
-    api_cost: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ApiCostWire<'a> {
-    #[serde(default, borrow)]
-    duration: Option<&'a RawValue>,
-}
-
-/// Parses the envelope fields parallax needs, skipping everything else
-/// (`data` and `rows` are never materialised).
-pub fn parse_envelope(body: &[u8]) -> Envelope {
-    let Ok(wire) = serde_json::from_slice::<EnvelopeWire<'_>>(body) else {
-        return Envelope::NOT_JSON;
-    };
-    let success = wire
-        .success
-        .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok());
-    let status_code = wire
-        .status_code
-        .and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok());
-    let server_time = wire
-        .api_cost
-        .and_then(|raw| serde_json::from_str::<ApiCostWire<'_>>(raw.get()).ok())
-        .and_then(|cost| cost.duration)
-        .map_or(ServerTime::Missing, |raw| parse_duration_seconds(raw.get()));
-    Envelope {
-        success,
-        status_code,
-        server_time,
+    fn missing(reason: MissingReason) -> Self {
+        Envelope {
+            success: None,
+            status_code: None,
+            server_time: ServerTime::Missing(reason),
+            api_cost_span: None,
+        }
     }
+}
+
+/// Parses what parallax needs from a response: the envelope fields, the
+/// server time from `source`, and the `apiCost` timestamps.
+pub fn parse_response(
+    body: &[u8],
+    headers: &reqwest::header::HeaderMap,
+    source: &ServerTimeSource,
+) -> Envelope {
+    let head = match source {
+        ServerTimeSource::Body { pointer, .. } => pointer.first().map(String::as_str),
+        _ => None,
+    };
+    let mut envelope = match top_level(body, head) {
+        Ok(fields) => {
+            let mut envelope = Envelope {
+                success: fields
+                    .success
+                    .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok()),
+                status_code: fields
+                    .status_code
+                    .and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok()),
+                server_time: ServerTime::Missing(MissingReason::Absent),
+                api_cost_span: fields.api_cost.and_then(api_cost_span),
+            };
+            if let ServerTimeSource::Body { pointer, unit } = source {
+                envelope.server_time = match fields.pointer_head {
+                    Some(head) => descend(head, &pointer[1..])
+                        .map_or_else(ServerTime::Missing, |raw| number_in(raw.get(), *unit)),
+                    None => ServerTime::Missing(MissingReason::Absent),
+                };
+            }
+            envelope
+        }
+        Err(()) => Envelope::missing(MissingReason::NotJson),
+    };
+    match source {
+        ServerTimeSource::Body { .. } => {}
+        ServerTimeSource::ServerTiming { metric } => {
+            envelope.server_time = server_timing(headers, metric.as_deref())
+        }
+        ServerTimeSource::Header { name, unit } => {
+            envelope.server_time = match headers.get(name).and_then(|value| value.to_str().ok()) {
+                Some(text) => number_in(text, *unit),
+                None => ServerTime::Missing(MissingReason::NoHeader),
+            }
+        }
+        ServerTimeSource::None => {
+            envelope.server_time = ServerTime::Missing(MissingReason::NotReported)
+        }
+    }
+    envelope
+}
+
+/// Parses the envelope with the default server-time source (`/apiCost/duration`).
+pub fn parse_envelope(body: &[u8]) -> Envelope {
+    parse_response(
+        body,
+        &reqwest::header::HeaderMap::new(),
+        &ServerTimeSource::default(),
+    )
 }
 
 /// Converts the raw JSON text of `apiCost.duration` (seconds) to microseconds.
+pub fn parse_duration_seconds(raw: &str) -> ServerTime {
+    number_in(raw, TimeUnit::Seconds)
+}
+
+/// Converts a number written as JSON or header text to microseconds.
 ///
 /// Every JSON spelling of a number gives the same value (`0.078`, `7.8e-2`,
 /// `78e-3`). A string holding a number (`"0.078"`) is accepted the same way,
-/// because some servers serialise decimals as strings. `null`, other strings,
-/// negative values, non-finite values and values above one hour are missing.
-pub fn parse_duration_seconds(raw: &str) -> ServerTime {
+/// because some servers serialise decimals as strings. The reasons for a
+/// missing time are, in order: `null`, not a number (other strings,
+/// booleans, objects), negative, and too large (above one hour or not finite).
+pub fn number_in(raw: &str, unit: TimeUnit) -> ServerTime {
     let text = raw.trim();
+    if text == "null" {
+        return ServerTime::Missing(MissingReason::Null);
+    }
     let text = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    let Ok(seconds) = text.trim().parse::<f64>() else {
-        return ServerTime::Missing;
+        .unwrap_or(text)
+        .trim();
+    let Ok(value) = text.parse::<f64>() else {
+        return ServerTime::Missing(MissingReason::NotANumber);
     };
-    let micros = seconds * 1e6;
-    if !micros.is_finite() || micros < 0.0 || micros > MAX_LATENCY_US as f64 {
-        return ServerTime::Missing;
+    let micros = value * unit.micros();
+    if micros < 0.0 {
+        return ServerTime::Missing(MissingReason::Negative);
+    }
+    if !micros.is_finite() || micros > MAX_LATENCY_US as f64 {
+        return ServerTime::Missing(MissingReason::TooLarge);
     }
     ServerTime::Reported(micros.round() as u64)
+}
+
+/// Reads the `Server-Timing` headers (W3C Server Timing): comma-separated
+/// metrics such as `db;dur=3.1, app;dur=12.5;desc="x"`, `dur` in milliseconds.
+/// With a metric name, that metric's `dur`; without, the sum of every `dur`.
+pub fn server_timing(headers: &reqwest::header::HeaderMap, metric: Option<&str>) -> ServerTime {
+    let mut found = false;
+    let mut total_ms = 0.0;
+    for value in headers.get_all("server-timing") {
+        let Ok(text) = value.to_str() else { continue };
+        for entry in split_outside_quotes(text, ',') {
+            let mut parts = split_outside_quotes(entry, ';').into_iter();
+            let name = parts.next().unwrap_or_default().trim();
+            if metric.is_some_and(|wanted| !wanted.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let duration = parts
+                .filter_map(|part| part.split_once('='))
+                .find(|(key, _)| key.trim().eq_ignore_ascii_case("dur"));
+            if let Some((_, value)) = duration {
+                match number_in(value, TimeUnit::Milliseconds) {
+                    ServerTime::Reported(micros) => {
+                        found = true;
+                        total_ms += micros as f64 / 1000.0;
+                    }
+                    missing => return missing,
+                }
+            }
+        }
+    }
+    if found {
+        number_in(&total_ms.to_string(), TimeUnit::Milliseconds)
+    } else {
+        ServerTime::Missing(MissingReason::NoHeader)
+    }
+}
+
+fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (index, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                parts.push(&text[start..index]);
+                start = index + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS'mmm` (a `.` instead of the apostrophe, or no
+/// milliseconds, is accepted) into microseconds since 1970-01-01 00:00:00 of
+/// the same, unknown, zone.
+pub fn parse_api_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (main, millis) = match text.split_once(['\'', '.']) {
+        Some((main, millis)) => (main, millis),
+        None => (text, "0"),
+    };
+    let time = chrono::NaiveDateTime::parse_from_str(main, "%Y-%m-%d %H:%M:%S").ok()?;
+    if millis.is_empty() || millis.len() > 3 || !millis.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Digits after the separator are a decimal fraction of a second: '5 is 500 ms.
+    let millis: i64 = format!("{millis:0<3}").parse().ok()?;
+    Some(time.and_utc().timestamp_micros() + millis * 1000)
+}
+
+fn api_cost_span(raw: &RawValue) -> Option<(i64, i64)> {
+    #[derive(Deserialize)]
+    struct Span<'a> {
+        #[serde(borrow)]
+        start: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        finish: Option<Cow<'a, str>>,
+    }
+    let span: Span<'_> = serde_json::from_str(raw.get()).ok()?;
+    Some((
+        parse_api_timestamp(span.start.as_deref()?)?,
+        parse_api_timestamp(span.finish.as_deref()?)?,
+    ))
+}
+
+/// The top-level fields kept from one pass over the body.
+#[derive(Default)]
+struct TopLevel<'a> {
+    success: Option<&'a RawValue>,
+    status_code: Option<&'a RawValue>,
+    api_cost: Option<&'a RawValue>,
+    /// The value under the first segment of the server-time pointer.
+    pointer_head: Option<&'a RawValue>,
+}
+
+fn top_level<'a>(body: &'a [u8], head: Option<&str>) -> Result<TopLevel<'a>, ()> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let fields = TopLevelSeed { head }
+        .deserialize(&mut deserializer)
+        .map_err(|_| ())?;
+    deserializer.end().map_err(|_| ())?;
+    Ok(fields)
+}
+
+/// A map key, borrowed from the body unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(key.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct TopLevelSeed<'p> {
+    head: Option<&'p str>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevelSeed<'_> {
+    type Value = TopLevel<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevelSeed<'_> {
+    type Value = TopLevel<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = TopLevel::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let is_head = Some(key.as_ref()) == self.head;
+            let slot = match key.as_ref() {
+                "success" => Some(&mut fields.success),
+                "statusCode" => Some(&mut fields.status_code),
+                "apiCost" => Some(&mut fields.api_cost),
+                _ => None,
+            };
+            if slot.is_none() && !is_head {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let value: &'de RawValue = map.next_value()?;
+            if let Some(slot) = slot {
+                *slot = Some(value);
+            }
+            if is_head {
+                fields.pointer_head = Some(value);
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// Follows the rest of a JSON pointer from `value`.
+fn descend<'a>(value: &'a RawValue, segments: &[String]) -> Result<&'a RawValue, MissingReason> {
+    let mut current = value;
+    for segment in segments {
+        if current.get().trim() == "null" {
+            return Err(MissingReason::Null);
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(current.get());
+        current = ChildSeed { segment }
+            .deserialize(&mut deserializer)
+            .map_err(|_| MissingReason::Absent)?
+            .ok_or(MissingReason::Absent)?;
+    }
+    Ok(current)
+}
+
+/// Picks one member of an object (by key) or one element of an array (by index).
+struct ChildSeed<'s> {
+    segment: &'s str,
+}
+
+impl<'de> DeserializeSeed<'de> for ChildSeed<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ChildSeed<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object or array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if found.is_none() && key == self.segment {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let wanted: Option<usize> = self.segment.parse().ok();
+        let mut index = 0;
+        let mut found = None;
+        while found.is_none() {
+            if Some(index) == wanted {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(value) => found = Some(value),
+                    None => return Ok(None),
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(None);
+            }
+            index += 1;
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(found)
+    }
+
+    // Scalars have no children: the pointer leads nowhere.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
 }
 
 /// Reads the `exp` claim (seconds since the Unix epoch) of a token that
@@ -164,8 +543,21 @@ mod tests {
 
     #[test]
     fn unusable_durations_are_missing() {
-        for raw in ["null", "-0.5", "\"fast\"", "true", "1e300", "{}"] {
-            assert_eq!(parse_duration_seconds(raw), ServerTime::Missing, "{raw}");
+        let cases = [
+            ("null", MissingReason::Null),
+            ("-0.5", MissingReason::Negative),
+            ("\"fast\"", MissingReason::NotANumber),
+            ("true", MissingReason::NotANumber),
+            ("{}", MissingReason::NotANumber),
+            ("1e300", MissingReason::TooLarge),
+            ("3601", MissingReason::TooLarge),
+        ];
+        for (raw, reason) in cases {
+            assert_eq!(
+                parse_duration_seconds(raw),
+                ServerTime::Missing(reason),
+                "{raw}"
+            );
         }
     }
 
@@ -180,8 +572,111 @@ mod tests {
             "{\"apiCost\": 3}",
         ] {
             let envelope = parse_envelope(body.as_bytes());
-            assert_eq!(envelope.server_time, ServerTime::Missing, "{body}");
+            assert!(
+                matches!(envelope.server_time, ServerTime::Missing(_)),
+                "{body}"
+            );
         }
+    }
+
+    #[test]
+    fn missing_reasons_are_told_apart() {
+        let reason = |body: &str| match parse_envelope(body.as_bytes()).server_time {
+            ServerTime::Missing(reason) => reason,
+            ServerTime::Reported(us) => panic!("{body} reported {us}"),
+        };
+        assert_eq!(reason("<html>"), MissingReason::NotJson);
+        assert_eq!(reason("{\"success\": true}"), MissingReason::Absent);
+        assert_eq!(
+            reason("{\"apiCost\": {\"start\": \"x\"}}"),
+            MissingReason::Absent
+        );
+        assert_eq!(reason("{\"apiCost\": null}"), MissingReason::Null);
+        assert_eq!(
+            reason("{\"apiCost\": {\"duration\": null}}"),
+            MissingReason::Null
+        );
+        assert_eq!(
+            reason("{\"apiCost\": {\"duration\": \"0.1s\"}}"),
+            MissingReason::NotANumber
+        );
+    }
+
+    #[test]
+    fn custom_pointer_and_escaped_keys() {
+        let body = br#"{"meta": {"timing": [{"ms": 1}, {"ms": 12.5}]}, "a/b": {"t": 2}}"#;
+        let at = |pointer: &str, unit: TimeUnit| {
+            let source = ServerTimeSource::Body {
+                pointer: ServerTimeSource::parse_pointer(pointer).unwrap(),
+                unit,
+            };
+            parse_response(body, &reqwest::header::HeaderMap::new(), &source).server_time
+        };
+        assert_eq!(
+            at("/meta/timing/1/ms", TimeUnit::Milliseconds),
+            ServerTime::Reported(12_500)
+        );
+        assert_eq!(
+            at("/a~1b/t", TimeUnit::Seconds),
+            ServerTime::Reported(2_000_000)
+        );
+        assert_eq!(
+            at("/meta/timing/7/ms", TimeUnit::Milliseconds),
+            ServerTime::Missing(MissingReason::Absent)
+        );
+    }
+
+    #[test]
+    fn server_timing_header_metrics() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "server-timing",
+            "db;dur=3.1, app;dur=12.5;desc=\"a, b\"".parse().unwrap(),
+        );
+        assert_eq!(
+            server_timing(&headers, Some("app")),
+            ServerTime::Reported(12_500)
+        );
+        assert_eq!(server_timing(&headers, None), ServerTime::Reported(15_600));
+        assert_eq!(
+            server_timing(&headers, Some("cache")),
+            ServerTime::Missing(MissingReason::NoHeader)
+        );
+        assert_eq!(
+            server_timing(&reqwest::header::HeaderMap::new(), None),
+            ServerTime::Missing(MissingReason::NoHeader)
+        );
+    }
+
+    #[test]
+    fn plain_header_source() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-response-time", "42.5".parse().unwrap());
+        let source = ServerTimeSource::Header {
+            name: "x-response-time".parse().unwrap(),
+            unit: TimeUnit::Milliseconds,
+        };
+        assert_eq!(
+            parse_response(b"not json", &headers, &source).server_time,
+            ServerTime::Reported(42_500)
+        );
+    }
+
+    #[test]
+    fn api_cost_timestamps_parse() {
+        let envelope = parse_envelope(LOGIN_RESPONSE.as_bytes());
+        let (start, finish) = envelope.api_cost_span.unwrap();
+        assert_eq!(finish - start, 78_000);
+        assert_eq!(
+            parse_api_timestamp("2026-03-31 15:56:56'255"),
+            parse_api_timestamp("2026-03-31 15:56:56.255")
+        );
+        assert_eq!(
+            parse_api_timestamp("2026-03-31 15:56:56'5").unwrap()
+                - parse_api_timestamp("2026-03-31 15:56:56").unwrap(),
+            500_000
+        );
+        assert_eq!(parse_api_timestamp("31/03/2026"), None);
     }
 
     #[test]

@@ -155,6 +155,8 @@ pub struct IntervalSnapshot {
     pub phase: Phase,
     pub endpoints: Vec<IntervalRow>,
     pub all: IntervalRow,
+    /// The tightest server clock estimate of the interval.
+    pub clock: Option<crate::metrics::ClockSample>,
 }
 
 /// How well the load generator kept to the plan, so that a slow generator is
@@ -767,6 +769,7 @@ async fn collect(
             phase,
             endpoints: interval.endpoints.iter().map(IntervalRow::of).collect(),
             all: IntervalRow::of(&interval.combined_requests()),
+            clock: interval.clock_best,
         };
         totals.merge(&interval);
         interval.reset();

@@ -67,8 +67,77 @@ pub enum NotSentReason {
 pub enum ServerTime {
     /// Reported and valid, converted to microseconds.
     Reported(u64),
-    /// The field was absent, null, not a number, negative, or the body was not JSON.
-    Missing,
+    /// Not usable, for this reason; never recorded as zero.
+    Missing(MissingReason),
+}
+
+/// Why a response carried no usable server time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingReason {
+    /// The body is not JSON (and the time was expected in the body).
+    NotJson,
+    /// The field (or a step of the pointer to it) is absent.
+    Absent,
+    /// The field is `null`.
+    Null,
+    /// The field is a string that holds no number, a boolean, an object or an array.
+    NotANumber,
+    Negative,
+    /// Above one hour, or not finite.
+    TooLarge,
+    /// The header (or the Server-Timing metric) is absent.
+    NoHeader,
+    /// The scenario says the server reports no time; not counted as missing.
+    NotReported,
+    /// No response arrived (transport failure, not sent); not counted as missing.
+    NoResponse,
+}
+
+/// Responses without a usable server time, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MissingCounts {
+    pub not_json: u64,
+    pub absent: u64,
+    pub null: u64,
+    pub not_a_number: u64,
+    pub negative: u64,
+    pub too_large: u64,
+    pub no_header: u64,
+}
+
+impl MissingCounts {
+    fn count(&mut self, reason: MissingReason) {
+        match reason {
+            MissingReason::NotJson => self.not_json += 1,
+            MissingReason::Absent => self.absent += 1,
+            MissingReason::Null => self.null += 1,
+            MissingReason::NotANumber => self.not_a_number += 1,
+            MissingReason::Negative => self.negative += 1,
+            MissingReason::TooLarge => self.too_large += 1,
+            MissingReason::NoHeader => self.no_header += 1,
+            MissingReason::NotReported | MissingReason::NoResponse => {}
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.not_json
+            + self.absent
+            + self.null
+            + self.not_a_number
+            + self.negative
+            + self.too_large
+            + self.no_header
+    }
+
+    fn merge(&mut self, other: &MissingCounts) {
+        self.not_json += other.not_json;
+        self.absent += other.absent;
+        self.null += other.null;
+        self.not_a_number += other.not_a_number;
+        self.negative += other.negative;
+        self.too_large += other.too_large;
+        self.no_header += other.no_header;
+    }
 }
 
 /// One finished (or never sent) request, as the user loop hands it to the recorder.
@@ -84,6 +153,7 @@ pub struct Sample {
     pub attempt_us: u64,
     pub correction: Correction,
     pub server_time: ServerTime,
+    pub details: ResponseDetails,
 }
 
 impl Sample {
@@ -95,7 +165,60 @@ impl Sample {
             latency_us: 0,
             attempt_us: 0,
             correction: Correction::None,
-            server_time: ServerTime::Missing,
+            server_time: ServerTime::Missing(MissingReason::NoResponse),
+            details: ResponseDetails::default(),
+        }
+    }
+}
+
+/// What a response said beyond its status and server time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseDetails {
+    /// The body's `statusCode` differs from the HTTP status.
+    pub status_code_mismatch: bool,
+    /// `apiCost.finish - apiCost.start` differs from `apiCost.duration` by
+    /// more than the 2 ms the millisecond timestamps can explain.
+    pub api_cost_mismatch: bool,
+    /// The server clock's offset, from `apiCost.start` and `finish` against
+    /// the client's send and receive times.
+    pub clock: Option<ClockSample>,
+}
+
+/// One estimate of the server clock's offset (server minus client wall
+/// clock) by the midpoint method: the middle of `apiCost.start..finish`
+/// against the middle of the client's send..receive. The true offset lies
+/// within `bound_us` of `offset_us`: half the time the client waited beyond
+/// the server's own span, plus the timestamps' millisecond resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSample {
+    pub offset_us: i64,
+    pub bound_us: u64,
+}
+
+impl ClockSample {
+    /// Estimates the offset from client wall-clock send and receive times
+    /// and server timestamps, all in microseconds since the Unix epoch.
+    pub fn estimate(
+        sent_us: i64,
+        received_us: i64,
+        server_start_us: i64,
+        server_finish_us: i64,
+    ) -> Self {
+        let client_middle = (sent_us + received_us) / 2;
+        let server_middle = (server_start_us + server_finish_us) / 2;
+        let slack = (received_us - sent_us) - (server_finish_us - server_start_us);
+        ClockSample {
+            offset_us: server_middle - client_middle,
+            bound_us: (slack.max(0) / 2) as u64 + 1_000,
+        }
+    }
+
+    /// The tighter of two estimates.
+    fn better(self, other: ClockSample) -> ClockSample {
+        if other.bound_us < self.bound_us {
+            other
+        } else {
+            self
         }
     }
 }
@@ -320,7 +443,11 @@ pub struct EndpointStats {
     /// Client service time minus server time, successful requests with a server time.
     pub overhead: SignedHistogram,
     /// Responses (ok, HTTP error, application error) that carried no usable server time.
-    pub server_time_missing: u64,
+    pub server_time_missing: MissingCounts,
+    /// Responses whose body `statusCode` differs from the HTTP status.
+    pub status_code_mismatch: u64,
+    /// Responses whose `apiCost` span disagrees with its `duration` (see [`ResponseDetails`]).
+    pub api_cost_mismatch: u64,
     /// Values above one hour, recorded as one hour.
     pub clamped: u64,
 }
@@ -335,7 +462,9 @@ impl Default for EndpointStats {
             server_ok: new_histogram(),
             server_error: new_histogram(),
             overhead: SignedHistogram::default(),
-            server_time_missing: 0,
+            server_time_missing: MissingCounts::default(),
+            status_code_mismatch: 0,
+            api_cost_mismatch: 0,
             clamped: 0,
         }
     }
@@ -357,13 +486,15 @@ impl EndpointStats {
         let server = match sample.server_time {
             ServerTime::Reported(us) => Some(self.clamp(us)),
             // Only a response can lack a server time; a transport failure has none to lack.
-            ServerTime::Missing => {
+            ServerTime::Missing(reason) => {
                 if responded {
-                    self.server_time_missing += 1;
+                    self.server_time_missing.count(reason);
                 }
                 None
             }
         };
+        self.status_code_mismatch += u64::from(sample.details.status_code_mismatch);
+        self.api_cost_mismatch += u64::from(sample.details.api_cost_mismatch);
         if !sample.outcome.is_ok() {
             record_value(&mut self.client_error, latency);
             if let Some(server) = server {
@@ -411,7 +542,9 @@ impl EndpointStats {
         add_histogram(&mut self.server_ok, &other.server_ok);
         add_histogram(&mut self.server_error, &other.server_error);
         self.overhead.merge(&other.overhead);
-        self.server_time_missing += other.server_time_missing;
+        self.server_time_missing.merge(&other.server_time_missing);
+        self.status_code_mismatch += other.status_code_mismatch;
+        self.api_cost_mismatch += other.api_cost_mismatch;
         self.clamped += other.clamped;
     }
 
@@ -424,7 +557,9 @@ impl EndpointStats {
         self.server_ok.reset();
         self.server_error.reset();
         self.overhead.reset();
-        self.server_time_missing = 0;
+        self.server_time_missing = MissingCounts::default();
+        self.status_code_mismatch = 0;
+        self.api_cost_mismatch = 0;
         self.clamped = 0;
     }
 }
@@ -475,6 +610,9 @@ pub struct StatsSet {
     pub logins: LoginCounts,
     /// Open model: actual send minus intended start of every sent request, in microseconds.
     pub schedule_lag: Histogram<u64>,
+    /// The tightest server clock estimate seen.
+    pub clock_best: Option<ClockSample>,
+    pub clock_samples: u64,
 }
 
 impl StatsSet {
@@ -485,6 +623,8 @@ impl StatsSet {
                 .collect(),
             logins: LoginCounts::default(),
             schedule_lag: new_histogram(),
+            clock_best: None,
+            clock_samples: 0,
         }
     }
 
@@ -492,6 +632,10 @@ impl StatsSet {
         self.endpoints[sample.endpoint].record(sample);
         if let Correction::IntendedStart { lag_us, .. } = sample.correction {
             record_value(&mut self.schedule_lag, lag_us.min(MAX_LATENCY_US));
+        }
+        if let Some(clock) = sample.details.clock {
+            self.clock_samples += 1;
+            self.clock_best = Some(self.clock_best.map_or(clock, |best| best.better(clock)));
         }
     }
 
@@ -510,12 +654,18 @@ impl StatsSet {
         }
         self.logins.merge(&other.logins);
         add_histogram(&mut self.schedule_lag, &other.schedule_lag);
+        self.clock_samples += other.clock_samples;
+        if let Some(clock) = other.clock_best {
+            self.clock_best = Some(self.clock_best.map_or(clock, |best| best.better(clock)));
+        }
     }
 
     pub fn reset(&mut self) {
         self.endpoints.iter_mut().for_each(EndpointStats::reset);
         self.logins = LoginCounts::default();
         self.schedule_lag.reset();
+        self.clock_best = None;
+        self.clock_samples = 0;
     }
 
     /// Merges every request endpoint into one, for the `all` rows. Logins
@@ -635,6 +785,7 @@ mod tests {
             attempt_us: client_us,
             correction: Correction::None,
             server_time: server,
+            details: ResponseDetails::default(),
         }
     }
 
@@ -647,7 +798,11 @@ mod tests {
             900_000,
             ServerTime::Reported(850_000),
         ));
-        stats.record(&sample(Outcome::Timeout, 1_000_000, ServerTime::Missing));
+        stats.record(&sample(
+            Outcome::Timeout,
+            1_000_000,
+            ServerTime::Missing(MissingReason::Absent),
+        ));
         assert_eq!(stats.client_ok.len(), 1);
         assert_eq!(stats.client_ok.max(), 10_007);
         assert_eq!(stats.client_error.len(), 2);
@@ -662,12 +817,12 @@ mod tests {
         stats.record(&sample(
             Outcome::NotSent(NotSentReason::RunStopped),
             0,
-            ServerTime::Missing,
+            ServerTime::Missing(MissingReason::NoResponse),
         ));
         assert_eq!(stats.outcomes.total(), 1);
         assert_eq!(stats.outcomes.sent(), 0);
         assert!(stats.client_error.is_empty());
-        assert_eq!(stats.server_time_missing, 0);
+        assert_eq!(stats.server_time_missing.total(), 0);
     }
 
     #[test]
@@ -706,7 +861,11 @@ mod tests {
     #[test]
     fn pacing_correction_adds_missed_samples() {
         let mut stats = EndpointStats::default();
-        let mut stalled = sample(Outcome::Ok, 1_000_000, ServerTime::Missing);
+        let mut stalled = sample(
+            Outcome::Ok,
+            1_000_000,
+            ServerTime::Missing(MissingReason::Absent),
+        );
         stalled.correction = Correction::ExpectedInterval(100_000);
         stats.record(&stalled);
         // One raw sample; the corrected view adds 900, 800, ..., 100 ms.
@@ -736,7 +895,7 @@ mod tests {
         stats.record(&sample(
             Outcome::Ok,
             MAX_LATENCY_US * 2,
-            ServerTime::Missing,
+            ServerTime::Missing(MissingReason::NoResponse),
         ));
         // Both the response time and the service time were above one hour.
         assert_eq!(stats.clamped, 2);

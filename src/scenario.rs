@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::api::{self, ServerTimeSource};
 use crate::load::Distribution;
 use crate::load::{ArrivalProcess, ClosedModel, LoadModel, OpenModel, Ramp, RateSchedule, Stage};
 use crate::secret::Secret;
@@ -51,6 +52,27 @@ struct ScenarioFile {
     output: OutputSection,
     #[serde(default)]
     checks: ChecksSection,
+    server_time: Option<Spanned<ServerTimeSection>>,
+    #[serde(default)]
+    response: ResponseSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerTimeSection {
+    source: Option<Spanned<String>>,
+    pointer: Option<Spanned<String>>,
+    unit: Option<api::TimeUnit>,
+    metric: Option<String>,
+    header: Option<Spanned<String>>,
+    clock_utc_offset: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseSection {
+    success_statuses: Option<Spanned<Vec<i64>>>,
+    success_field: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +141,7 @@ struct RequestSection {
     body: Option<toml::Value>,
     #[serde(default = "default_weight")]
     weight: Spanned<i64>,
+    server_time: Option<Spanned<ServerTimeSection>>,
 }
 
 fn default_method() -> Spanned<String> {
@@ -242,6 +265,26 @@ pub struct RequestPlan {
     /// Serialised JSON body, sent with `Content-Type: application/json`.
     pub body: Option<Vec<u8>>,
     pub weight: u32,
+    /// Where this request's server time is read; the scenario's when `None`.
+    pub server_time: Option<ServerTimeSource>,
+}
+
+/// Which responses count as successful.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRules {
+    /// HTTP statuses that can succeed; `None` means any 2xx.
+    pub success_statuses: Option<Vec<u16>>,
+    /// Whether `"success": false` in the body makes an application error.
+    pub success_field: bool,
+}
+
+impl Default for ResponseRules {
+    fn default() -> Self {
+        ResponseRules {
+            success_statuses: None,
+            success_field: true,
+        }
+    }
 }
 
 /// Pass/fail rules applied to the whole run; failures give exit code 1.
@@ -264,6 +307,11 @@ pub struct Plan {
     pub connect_timeout: Duration,
     pub output_dir: PathBuf,
     pub checks: Checks,
+    /// Where the server reports its time, unless a request overrides it.
+    pub server_time: ServerTimeSource,
+    /// The zone of `apiCost.start` and `finish`; `None` assumes the client's local zone.
+    pub server_clock_utc_offset: Option<chrono::FixedOffset>,
+    pub response: ResponseRules,
 }
 
 impl Plan {
@@ -384,6 +432,14 @@ impl Resolver<'_> {
         let login = self.resolve_login(&file.login, &target)?;
         let requests = self.resolve_requests(&file.requests)?;
         let load = self.resolve_load(&file.load)?;
+        let (server_time, server_clock_utc_offset) = match &file.server_time {
+            Some(section) => (
+                self.server_time_source(section, "server_time")?,
+                self.utc_offset(section.get_ref())?,
+            ),
+            None => (ServerTimeSource::default(), None),
+        };
+        let response = self.resolve_response(&file.response)?;
         let request_timeout =
             self.positive_seconds("timeouts.request_s", &file.timeouts.request_s)?;
         let connect_timeout =
@@ -411,6 +467,146 @@ impl Resolver<'_> {
             connect_timeout,
             output_dir: PathBuf::from(&file.output.dir),
             checks,
+            server_time,
+            server_clock_utc_offset,
+            response,
+        })
+    }
+
+    fn server_time_source(
+        &self,
+        section: &Spanned<ServerTimeSection>,
+        key: &str,
+    ) -> Result<ServerTimeSource, ScenarioError> {
+        let fields = section.get_ref();
+        let span = section.span();
+        let source = fields
+            .source
+            .as_ref()
+            .map_or("body", |source| source.get_ref().as_str());
+        let unexpected = |name: &str, present: bool| {
+            present.then(|| {
+                self.source.error(
+                    &span,
+                    format!("`{key}.{name}` does not apply to source = {source:?}. Remove it."),
+                )
+            })
+        };
+        let checks: &[(&str, bool)] = match source {
+            "body" => &[
+                ("metric", fields.metric.is_some()),
+                ("header", fields.header.is_some()),
+            ],
+            "server_timing" => &[
+                ("pointer", fields.pointer.is_some()),
+                ("unit", fields.unit.is_some()),
+                ("header", fields.header.is_some()),
+            ],
+            "header" => &[
+                ("pointer", fields.pointer.is_some()),
+                ("metric", fields.metric.is_some()),
+            ],
+            "none" => &[
+                ("pointer", fields.pointer.is_some()),
+                ("unit", fields.unit.is_some()),
+                ("metric", fields.metric.is_some()),
+                ("header", fields.header.is_some()),
+            ],
+            other => {
+                let span = fields.source.as_ref().map_or(span.clone(), Spanned::span);
+                return Err(self.source.error(
+                    &span,
+                    format!("`{key}.source` = {other:?} is not a server-time source. Use \"body\", \"server_timing\", \"header\" or \"none\"."),
+                ));
+            }
+        };
+        if let Some(error) = checks
+            .iter()
+            .find_map(|(name, present)| unexpected(name, *present))
+        {
+            return Err(error);
+        }
+        Ok(match source {
+            "body" => {
+                let pointer = match &fields.pointer {
+                    Some(pointer) => {
+                        ServerTimeSource::parse_pointer(pointer.get_ref()).map_err(|problem| {
+                            self.source
+                                .error(&pointer.span(), format!("`{key}.pointer`: {problem}."))
+                        })?
+                    }
+                    None => vec!["apiCost".into(), "duration".into()],
+                };
+                ServerTimeSource::Body {
+                    pointer,
+                    unit: fields.unit.unwrap_or(api::TimeUnit::Seconds),
+                }
+            }
+            "server_timing" => ServerTimeSource::ServerTiming {
+                metric: fields.metric.clone(),
+            },
+            "header" => {
+                let Some(header) = &fields.header else {
+                    return Err(self.source.error(&span, format!("`{key}.header` is missing: name the response header that holds the time, e.g. header = \"X-Response-Time\".")));
+                };
+                let name =
+                    reqwest::header::HeaderName::from_bytes(header.get_ref().trim().as_bytes())
+                        .map_err(|_| {
+                            self.source.error(
+                                &header.span(),
+                                format!(
+                                    "`{key}.header` = {:?} is not a valid header name.",
+                                    header.get_ref()
+                                ),
+                            )
+                        })?;
+                let Some(unit) = fields.unit else {
+                    return Err(self.source.error(&span, format!("`{key}.unit` is missing: say what unit the header is in, \"s\", \"ms\" or \"us\".")));
+                };
+                ServerTimeSource::Header { name, unit }
+            }
+            _ => ServerTimeSource::None,
+        })
+    }
+
+    fn utc_offset(
+        &self,
+        section: &ServerTimeSection,
+    ) -> Result<Option<chrono::FixedOffset>, ScenarioError> {
+        let Some(offset) = &section.clock_utc_offset else {
+            return Ok(None);
+        };
+        let text = offset.get_ref().trim();
+        let parsed = chrono::DateTime::parse_from_str(
+            &format!("2000-01-01 00:00:00 {text}"),
+            "%Y-%m-%d %H:%M:%S %:z",
+        );
+        match parsed {
+            Ok(time) => Ok(Some(*time.offset())),
+            Err(_) => Err(self.source.error(
+                &offset.span(),
+                format!("`server_time.clock_utc_offset` = {text:?} is not a UTC offset. Write it like \"+07:00\" or \"-05:30\"."),
+            )),
+        }
+    }
+
+    fn resolve_response(&self, section: &ResponseSection) -> Result<ResponseRules, ScenarioError> {
+        let success_statuses = match &section.success_statuses {
+            Some(statuses) => {
+                let list = statuses.get_ref();
+                if list.is_empty() || list.iter().any(|status| !(100..=599).contains(status)) {
+                    return Err(self.source.error(
+                        &statuses.span(),
+                        format!("`response.success_statuses` must list HTTP statuses from 100 to 599, got {list:?}."),
+                    ));
+                }
+                Some(list.iter().map(|status| *status as u16).collect())
+            }
+            None => None,
+        };
+        Ok(ResponseRules {
+            success_statuses,
+            success_field: section.success_field.unwrap_or(true),
         })
     }
 
@@ -666,12 +862,25 @@ impl Resolver<'_> {
                 Some(body) => Some(self.json_body(&name, body, &request.name.span())?),
                 None => None,
             };
+            let server_time = match &request.server_time {
+                Some(section) => {
+                    if section.get_ref().clock_utc_offset.is_some() {
+                        return Err(self.source.error(
+                            &section.span(),
+                            "`clock_utc_offset` applies to the whole scenario. Move it to the [server_time] section.",
+                        ));
+                    }
+                    Some(self.server_time_source(section, "request.server_time")?)
+                }
+                None => None,
+            };
             plans.push(RequestPlan {
                 name,
                 method,
                 path: path.clone(),
                 body,
                 weight: weight as u32,
+                server_time,
             });
         }
         Ok(plans)

@@ -16,13 +16,13 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{jwt_expiry, parse_envelope, Envelope};
+use crate::api::{jwt_expiry, parse_response, Envelope, ServerTimeSource};
 use crate::load::Distribution;
 use crate::metrics::{
-    duration_us, Correction, LoginReason, NotSentReason, Outcome, Recorder, Sample, ServerTime,
-    LOGIN_ENDPOINT,
+    duration_us, ClockSample, Correction, LoginReason, MissingReason, NotSentReason, Outcome,
+    Recorder, ResponseDetails, Sample, ServerTime, LOGIN_ENDPOINT,
 };
-use crate::scenario::{Credential, LoginPlan, Plan};
+use crate::scenario::{Credential, LoginPlan, Plan, ResponseRules};
 
 /// First wait after a failed login; it doubles per failure up to [`MAX_LOGIN_BACKOFF`].
 const MIN_LOGIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -42,12 +42,18 @@ pub struct Shared {
     /// Cancelled when in-flight requests must be abandoned.
     pub abort: CancellationToken,
     warned_missing_token: AtomicBool,
+    /// Where the login response's server time is read.
+    login_server_time: ServerTimeSource,
+    response_rules: ResponseRules,
+    /// Seconds east of UTC of the zone `apiCost.start` and `finish` are written in.
+    server_clock_utc_offset_s: i64,
 }
 
 struct PreparedRequest {
     method: reqwest::Method,
     url: String,
     body: Option<Bytes>,
+    server_time: ServerTimeSource,
 }
 
 impl Shared {
@@ -64,8 +70,17 @@ impl Shared {
                 method: request.method.clone(),
                 url: format!("{base_url}{}", request.path),
                 body: request.body.clone().map(Bytes::from),
+                server_time: request
+                    .server_time
+                    .clone()
+                    .unwrap_or_else(|| plan.server_time.clone()),
             })
             .collect();
+        // The local zone's offset is taken once, at the start of the run.
+        let server_clock_utc_offset_s = match plan.server_clock_utc_offset {
+            Some(offset) => i64::from(offset.local_minus_utc()),
+            None => i64::from(chrono::Local::now().offset().local_minus_utc()),
+        };
         let cumulative_weights = plan
             .requests
             .iter()
@@ -84,6 +99,9 @@ impl Shared {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             warned_missing_token: AtomicBool::new(false),
+            login_server_time: plan.server_time.clone(),
+            response_rules: plan.response.clone(),
+            server_clock_utc_offset_s,
         }
     }
 
@@ -332,13 +350,19 @@ impl VirtualUser {
             latency_us: elapsed_us,
             attempt_us: elapsed_us,
             correction: Correction::None,
-            server_time: ServerTime::Missing,
+            server_time: ServerTime::Missing(MissingReason::NoResponse),
+            details: ResponseDetails::default(),
         };
         let outcome = match result {
             Err((outcome, detail)) => Err(LoginFailure { outcome, detail }),
-            Ok((status, bytes)) => {
-                sample.server_time = parse_envelope(&bytes).server_time;
-                self.accept_login_response(status, &bytes)
+            Ok(received) => {
+                let envelope = parse_response(
+                    &received.body,
+                    &received.headers,
+                    &self.shared.login_server_time,
+                );
+                sample.server_time = envelope.server_time;
+                self.accept_login_response(received.status, &received.body)
             }
         };
         if let Err(failure) = &outcome {
@@ -434,6 +458,7 @@ impl VirtualUser {
                 return Sample::not_sent(index + 1, NotSentReason::LoginFailed);
             };
             let sent = Instant::now();
+            let sent_wall = SystemTime::now();
             let first = *first_send.get_or_insert(sent);
             let request = &self.shared.requests[index];
             let mut builder = self
@@ -448,12 +473,17 @@ impl VirtualUser {
             }
             let response = tokio::select! {
                 result = receive(builder.send()) => match result {
-                    Ok((status, bytes)) => Response::Received { status, envelope: parse_envelope(&bytes) },
+                    Ok(received) => Response::Received {
+                        status: received.status,
+                        envelope: parse_response(&received.body, &received.headers, &request.server_time),
+                    },
                     Err((outcome, _)) => Response::Failed(outcome),
                 },
                 _ = self.shared.abort.cancelled() => Response::Failed(Outcome::Cancelled),
             };
             let done = Instant::now();
+            let done_wall = SystemTime::now();
+            let mut details = ResponseDetails::default();
             let (outcome, server_time) = match response {
                 Response::Received { status, .. }
                     if status == StatusCode::UNAUTHORIZED && !retried =>
@@ -463,12 +493,19 @@ impl VirtualUser {
                     if self.login(LoginReason::AfterUnauthorized).await.is_ok() {
                         continue;
                     }
-                    (Outcome::HttpError(status.as_u16()), ServerTime::Missing)
+                    let missing = ServerTime::Missing(MissingReason::Absent);
+                    (Outcome::HttpError(status.as_u16()), missing)
                 }
                 Response::Received { status, envelope } => {
-                    (classify(status, &envelope), envelope.server_time)
+                    details = self.shared.details(status, &envelope, sent_wall, done_wall);
+                    (
+                        self.shared.classify(status, &envelope),
+                        envelope.server_time,
+                    )
                 }
-                Response::Failed(outcome) => (outcome, ServerTime::Missing),
+                Response::Failed(outcome) => {
+                    (outcome, ServerTime::Missing(MissingReason::NoResponse))
+                }
             };
             let correction = match expected {
                 ExpectedCorrection::None => Correction::None,
@@ -487,7 +524,68 @@ impl VirtualUser {
                 attempt_us: duration_us(done - sent),
                 correction,
                 server_time,
+                details,
             };
+        }
+    }
+}
+
+impl Shared {
+    /// The outcome of a response that arrived in full, by the scenario's rules.
+    fn classify(&self, status: StatusCode, envelope: &Envelope) -> Outcome {
+        let rules = &self.response_rules;
+        let status_ok = match &rules.success_statuses {
+            Some(statuses) => statuses.contains(&status.as_u16()),
+            None => status.is_success(),
+        };
+        if !status_ok {
+            Outcome::HttpError(status.as_u16())
+        } else if rules.success_field && envelope.success == Some(false) {
+            Outcome::AppError
+        } else {
+            Outcome::Ok
+        }
+    }
+
+    /// Checks a response's envelope against its HTTP status and the clocks.
+    fn details(
+        &self,
+        status: StatusCode,
+        envelope: &Envelope,
+        sent: SystemTime,
+        received: SystemTime,
+    ) -> ResponseDetails {
+        let status_code_mismatch = envelope
+            .status_code
+            .is_some_and(|code| code != i64::from(status.as_u16()));
+        let Some((start, finish)) = envelope.api_cost_span else {
+            return ResponseDetails {
+                status_code_mismatch,
+                ..ResponseDetails::default()
+            };
+        };
+        let api_cost_mismatch = match envelope.server_time {
+            ServerTime::Reported(duration_us) => {
+                ((finish - start) - duration_us as i64).abs() > 2_000
+            }
+            ServerTime::Missing(_) => false,
+        };
+        // `apiCost` times carry no zone: shift them from the configured zone to UTC.
+        let shift = self.server_clock_utc_offset_s * 1_000_000;
+        let unix_us = |time: SystemTime| {
+            time.duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_micros() as i64)
+        };
+        let clock = ClockSample::estimate(
+            unix_us(sent),
+            unix_us(received),
+            start - shift,
+            finish - shift,
+        );
+        ResponseDetails {
+            status_code_mismatch,
+            api_cost_mismatch,
+            clock: Some(clock),
         }
     }
 }
@@ -533,26 +631,27 @@ pub struct Pool {
     pub idle: AtomicUsize,
 }
 
-/// The outcome of a response that arrived in full.
-fn classify(status: StatusCode, envelope: &Envelope) -> Outcome {
-    if !status.is_success() {
-        Outcome::HttpError(status.as_u16())
-    } else if envelope.success == Some(false) {
-        Outcome::AppError
-    } else {
-        Outcome::Ok
-    }
-}
-
 /// Waits for the status and the whole body. Errors are classified into
 /// outcomes, with a description that holds no request data.
 async fn receive(
     send: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
-) -> Result<(StatusCode, Bytes), (Outcome, String)> {
-    let response = send.await.map_err(transport_outcome)?;
+) -> Result<Received, (Outcome, String)> {
+    let mut response = send.await.map_err(transport_outcome)?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(transport_outcome)?;
-    Ok((status, bytes))
+    let headers = std::mem::take(response.headers_mut());
+    let body = response.bytes().await.map_err(transport_outcome)?;
+    Ok(Received {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A response that arrived in full.
+struct Received {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
 }
 
 fn transport_outcome(error: reqwest::Error) -> (Outcome, String) {

@@ -143,8 +143,7 @@ async fn outcomes_match_target_counts() {
     let summary = write_reports(&result, dir.path());
 
     assert_eq!(
-        summary.all.requests_intended,
-        300,
+        summary.all.requests_intended, 300,
         "every planned arrival, logins left out"
     );
     assert_eq!(

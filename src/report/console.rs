@@ -105,6 +105,32 @@ fn failures(all: &EndpointSummary) -> Option<String> {
     Some(line)
 }
 
+/// The line listing responses without a usable server time, by reason.
+fn missing_server_time(all: &EndpointSummary) -> Option<String> {
+    let reasons = &all.server_time_missing_by_reason;
+    let kinds = [
+        ("body not JSON", reasons.not_json),
+        ("field absent", reasons.absent),
+        ("null", reasons.null),
+        ("not a number", reasons.not_a_number),
+        ("negative", reasons.negative),
+        ("above one hour", reasons.too_large),
+        ("header absent", reasons.no_header),
+    ];
+    let listed: Vec<String> = kinds
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(label, count)| format!("{count} {label}"))
+        .collect();
+    (!listed.is_empty()).then(|| {
+        format!(
+            "responses without a usable server time: {} ({})",
+            all.server_time_missing,
+            listed.join(", ")
+        )
+    })
+}
+
 /// Formats the summary as text: header lines, the table, logins, generator, checks.
 pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     let mut out = String::new();
@@ -130,12 +156,34 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     if let Some(line) = failures(&summary.all) {
         let _ = writeln!(out, "\n{line}");
     }
-    if summary.all.server_time_missing > 0 {
+    if let Some(line) = missing_server_time(&summary.all) {
+        let _ = writeln!(out, "{line}");
+    }
+    if summary.all.status_code_mismatch > 0 {
         let _ = writeln!(
             out,
-            "responses without a usable apiCost.duration: {}",
-            summary.all.server_time_missing
+            "responses whose body statusCode differs from the HTTP status: {}",
+            summary.all.status_code_mismatch
         );
+    }
+    if summary.all.api_cost_mismatch > 0 {
+        let _ = writeln!(
+            out,
+            "responses whose apiCost finish - start differs from duration by more than 2 ms: {}",
+            summary.all.api_cost_mismatch
+        );
+    }
+    let clock = &summary.server_clock;
+    if let (Some(offset), Some(bound)) = (clock.offset_ms, clock.error_bound_ms) {
+        let _ = write!(
+            out,
+            "server clock: {offset:+.1} ms from the client's (± {bound:.1} ms, {})",
+            clock.assumed_zone
+        );
+        if let Some(drift) = clock.drift_ms_per_minute {
+            let _ = write!(out, ", drift {drift:+.2} ms/min");
+        }
+        out.push('\n');
     }
     let logins = &summary.logins.counts;
     let _ = writeln!(

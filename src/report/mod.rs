@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::engine::GeneratorReport;
 use crate::engine::{EndpointInfo, RunResult};
 use crate::load::{ArrivalProcess, LoadModel};
-use crate::metrics::{EndpointStats, LoginCounts, Percentiles, LOGIN_ENDPOINT};
+use crate::metrics::{EndpointStats, LoginCounts, MissingCounts, Percentiles, LOGIN_ENDPOINT};
 use crate::scenario::Checks;
 
 pub use charts::CHART_FILES;
@@ -33,6 +33,7 @@ pub struct Summary {
     pub run: RunInfo,
     pub logins: LoginSummary,
     pub generator: GeneratorSummary,
+    pub server_clock: ServerClockSummary,
     pub checks: Vec<CheckResult>,
     /// Every request endpoint merged; logins are left out.
     pub all: EndpointSummary,
@@ -108,6 +109,76 @@ impl GeneratorSummary {
     }
 }
 
+/// The server clock against the client's wall clock, estimated from
+/// `apiCost.start` and `finish` by the midpoint method.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerClockSummary {
+    /// Responses that carried both timestamps.
+    pub samples: u64,
+    /// Server minus client clock, from the estimate with the smallest error bound.
+    pub offset_ms: Option<f64>,
+    /// The true offset lies within this distance of `offset_ms`.
+    pub error_bound_ms: Option<f64>,
+    /// The best estimates of the first and last interval that had one.
+    pub first_offset_ms: Option<f64>,
+    pub last_offset_ms: Option<f64>,
+    /// Least-squares slope of the per-interval best estimates.
+    pub drift_ms_per_minute: Option<f64>,
+    /// The zone `apiCost` timestamps were read in: a configured offset or the client's local zone.
+    pub assumed_zone: String,
+}
+
+impl ServerClockSummary {
+    fn new(result: &RunResult) -> Self {
+        let ms = |us: i64| us as f64 / 1000.0;
+        let best = result.totals.clock_best;
+        let points: Vec<(f64, f64)> = result
+            .intervals
+            .iter()
+            .filter_map(|interval| {
+                interval.clock.map(|clock| {
+                    (
+                        (interval.start_s + interval.end_s) / 2.0,
+                        ms(clock.offset_us),
+                    )
+                })
+            })
+            .collect();
+        let assumed_zone = match result.plan.server_clock_utc_offset {
+            Some(offset) => format!("UTC{offset}"),
+            None => format!("client local zone (UTC{})", chrono::Local::now().offset()),
+        };
+        ServerClockSummary {
+            samples: result.totals.clock_samples,
+            offset_ms: best.map(|clock| ms(clock.offset_us)),
+            error_bound_ms: best.map(|clock| clock.bound_us as f64 / 1000.0),
+            first_offset_ms: points.first().map(|point| point.1),
+            last_offset_ms: points.last().map(|point| point.1),
+            drift_ms_per_minute: slope(&points).map(|per_second| per_second * 60.0),
+            assumed_zone,
+        }
+    }
+}
+
+/// Least-squares slope of `(x, y)` points; `None` below two distinct x values.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let mean_x = points.iter().map(|point| point.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|point| point.1).sum::<f64>() / n;
+    let spread: f64 = points.iter().map(|point| (point.0 - mean_x).powi(2)).sum();
+    if spread == 0.0 {
+        return None;
+    }
+    let covariance: f64 = points
+        .iter()
+        .map(|point| (point.0 - mean_x) * (point.1 - mean_y))
+        .sum();
+    Some(covariance / spread)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub name: &'static str,
@@ -153,8 +224,14 @@ pub struct EndpointSummary {
     pub error_client_ms: Percentiles,
     /// Server-reported time of failed requests that carried one.
     pub error_server_ms: Percentiles,
-    /// Sent requests whose response had no usable `apiCost.duration`.
+    /// Responses without a usable server time, in all.
     pub server_time_missing: u64,
+    /// The same, by reason.
+    pub server_time_missing_by_reason: MissingCounts,
+    /// Responses whose body `statusCode` differs from the HTTP status.
+    pub status_code_mismatch: u64,
+    /// Responses whose `apiCost.finish - start` differs from `duration` by more than 2 ms.
+    pub api_cost_mismatch: u64,
 }
 
 impl EndpointSummary {
@@ -199,7 +276,10 @@ impl EndpointSummary {
             overhead_negative_count: stats.overhead.negative_count(),
             error_client_ms: Percentiles::of(&stats.client_error),
             error_server_ms: Percentiles::of(&stats.server_error),
-            server_time_missing: stats.server_time_missing,
+            server_time_missing: stats.server_time_missing.total(),
+            server_time_missing_by_reason: stats.server_time_missing,
+            status_code_mismatch: stats.status_code_mismatch,
+            api_cost_mismatch: stats.api_cost_mismatch,
         }
     }
 }
@@ -282,6 +362,7 @@ impl Summary {
                 relogins: result.totals.logins.relogins(),
             },
             generator: GeneratorSummary::new(&result.generator),
+            server_clock: ServerClockSummary::new(result),
             checks: evaluate_checks(&plan.checks, &all),
             all,
             endpoints,
