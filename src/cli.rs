@@ -16,14 +16,18 @@ use crate::target::{self, DemoTarget};
 
 const LATENCY_HELP: &str = "\
 Latency columns:
-  client    time the client waited for a successful response. Open model
-            (arrival rate): from the request's intended start on the
-            schedule, so a stalled server cannot hide its stall by slowing
-            the generator (coordinated omission). Closed model (fixed users):
-            from the actual send, with no correction.
-  server    apiCost.duration reported by the server, converted from seconds.
-  overhead  client time from the actual send minus server time: network,
-            queueing, proxies, TLS and serialisation. It can be negative.
+  client raw  time from the actual send to the end of the response body,
+              for successful requests.
+  corrected   the same requests corrected for coordinated omission. Open
+              model (arrival rate): from each request's intended start on the
+              schedule, so a stalled server cannot hide its stall by slowing
+              the generator. Closed model with pacing: raw values plus the
+              iterations a stalled user could not start (HdrHistogram
+              record_correct with the pacing interval). Closed model without
+              pacing: none; the report says so.
+  server      the time the server reports (apiCost.duration by default).
+  overhead    client time of the last attempt minus server time: network,
+              queueing, proxies, TLS and serialisation. It can be negative.
 Errors are counted by kind and their latency is kept apart from the
 successful requests.
 
@@ -87,6 +91,12 @@ pub struct ServeArgs {
     /// Lifetime of issued tokens, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub token_lifetime_s: u64,
+    /// Inject a fault or test behaviour, written as one line of the
+    /// scenario's [target.embedded.faults] table, e.g.
+    /// --fault 'http_error = { every = 10, status = 503 }'. Repeat the flag
+    /// for several; docs/reliability.md lists them.
+    #[arg(long = "fault", value_name = "KEY = VALUE")]
+    pub faults: Vec<String>,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -235,8 +245,17 @@ async fn serve(args: ServeArgs) -> i32 {
         eprintln!("error: --token-lifetime-s must be at least 1");
         return exit_code::BAD_INPUT;
     }
+    let faults = match target::Faults::from_flag_lines(&args.faults) {
+        Ok(faults) => faults,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit_code::BAD_INPUT;
+        }
+    };
+    let active_faults = faults.active().join(", ");
     let mut config = target::Config {
         token_lifetime: Duration::from_secs(args.token_lifetime_s),
+        faults,
         ..target::Config::default()
     };
     config.service_times.set_all(service_time);
@@ -255,6 +274,9 @@ async fn serve(args: ServeArgs) -> i32 {
     println!(
         "demo users: user1@demo.test … user{users}@demo.test, password demo-pass-<N>; Ctrl-C stops"
     );
+    if !active_faults.is_empty() {
+        println!("faults on: {active_faults}");
+    }
     let _ = tokio::signal::ctrl_c().await;
     target.stop().await;
     exit_code::OK

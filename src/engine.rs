@@ -611,6 +611,23 @@ async fn wait_for_users(
     }
 }
 
+/// The rate a paced closed model plans: users over the pacing interval,
+/// within the rate caps. Ramps make it vary over the run, so it is left out then.
+fn closed_target_rate(model: &ClosedModel) -> Option<f64> {
+    let pacing = model.pacing?;
+    if !model.ramp_up.is_zero() || !model.ramp_down.is_zero() {
+        return None;
+    }
+    let mut rate = model.users as f64 / pacing.as_secs_f64();
+    if let Some(cap) = model.rate_cap_per_s {
+        rate = rate.min(cap);
+    }
+    if let Some(cap) = model.user_rate_cap_per_s {
+        rate = rate.min(cap * model.users as f64);
+    }
+    Some(rate)
+}
+
 fn generator_report(
     load: &LoadModel,
     totals: &StatsSet,
@@ -640,12 +657,7 @@ fn generator_report(
                 Some(planned),
             )
         }
-        LoadModel::Closed(ClosedModel {
-            pacing: Some(pacing),
-            users,
-            ..
-        }) => (Some(*users as f64 / pacing.as_secs_f64()), None),
-        LoadModel::Closed(_) => (None, None),
+        LoadModel::Closed(model) => (closed_target_rate(model), None),
     };
     let schedule_lag = Percentiles::of(&totals.schedule_lag);
     let arrivals_without_free_user = counts.without_free_user.load(Ordering::Relaxed);
@@ -666,7 +678,7 @@ fn generator_report(
             LoadModel::Closed(model) => model.users,
         };
         warnings.push(format!(
-            "no free user for {arrivals_without_free_user} arrivals (pool grew to {users_started} of at most {max_users}): they waited in the queue, and their wait counts in the corrected latency; raise load.users or load.max_users"
+            "no free user for {arrivals_without_free_user} arrivals (pool grew to {users_started} of at most {max_users}): they waited in the queue, and their wait counts in the corrected latency (or, past load.max_queue_wait_s, they were not sent); raise load.users or load.max_users"
         ));
     }
     if let Some(p99_ms) = schedule_lag.p99_ms {

@@ -324,7 +324,7 @@ impl ClosedModel {
     pub fn user_window(&self, index: usize) -> (Duration, Duration) {
         let share = index as f64 / self.users as f64;
         let start = self.ramp_up.mul_f64(share);
-        // The last users to start are the first to stop.
+        // Users stop in the order they started: user 0 first, the last one at the end.
         let stop = self.duration
             - self
                 .ramp_down

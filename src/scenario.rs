@@ -90,6 +90,8 @@ struct EmbeddedSection {
     #[serde(default)]
     endpoints: BTreeMap<Spanned<String>, Spanned<Distribution>>,
     stall: Option<Spanned<StallSection>>,
+    /// Fault injection and test behaviours; docs/reliability.md lists them.
+    faults: Option<Spanned<target::Faults>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -698,7 +700,20 @@ impl Resolver<'_> {
                 ));
             }
         }
+        if let Some(faults) = &embedded.faults {
+            faults.get_ref().validate().map_err(|problem| {
+                self.source
+                    .error(&faults.span(), format!("`target.embedded.faults`: {problem}"))
+            })?;
+            config.faults = faults.get_ref().clone();
+        }
         if let Some(stall) = &embedded.stall {
+            if config.faults.stall.is_some() {
+                return Err(self.source.error(
+                    &stall.span(),
+                    "`target.embedded.stall` and `target.embedded.faults.stall` are both set. Keep one of them.",
+                ));
+            }
             let every =
                 self.positive_seconds("target.embedded.stall.every_s", &stall.get_ref().every_s)?;
             let length = self.duration_in(
@@ -713,7 +728,7 @@ impl Resolver<'_> {
                     "`target.embedded.stall.duration_ms` must be shorter than `every_s`, or the target would never answer.",
                 ));
             }
-            config.stall = Some(target::Stall { every, length });
+            config.faults.stall = Some(target::Stall { every, length });
         }
         Ok(config)
     }
@@ -1072,6 +1087,12 @@ impl Resolver<'_> {
             RateSchedule::new(start_rate, stages)
         };
         let process = match load.arrivals.as_ref().map(|arrivals| (arrivals.get_ref().as_str(), arrivals.span())) {
+            Some(("uniform", _)) | None if load.seed.is_some() => {
+                return Err(self.source.error(
+                    span,
+                    "`load.seed` seeds Poisson arrivals only. Remove it, or set arrivals = \"poisson\".",
+                ))
+            }
             None | Some(("uniform", _)) => ArrivalProcess::Uniform,
             Some(("poisson", _)) => ArrivalProcess::Poisson { seed: load.seed.unwrap_or(1) },
             Some((other, arrivals_span)) => {
@@ -1081,7 +1102,9 @@ impl Resolver<'_> {
                 ))
             }
         };
-        if schedule.expected_arrivals() < 0.5 {
+        // A uniform schedule places its first arrival where the integral of the
+        // rate passes 0.5; a schedule that never gets there plans nothing.
+        if schedule.arrivals(ArrivalProcess::Uniform).next().is_none() {
             return Err(self.source.error(
                 span,
                 format!(

@@ -7,23 +7,37 @@
 //! response is the full envelope. `apiCost.duration` is the time the handler
 //! really spent, in seconds, so it can be compared with the configured
 //! service time.
+//!
+//! [`Faults`] turn on fault injection and test behaviours:
+//! `[target.embedded.faults]` in a scenario, `--fault` on `parallax serve`.
+//! `docs/reliability.md` lists each one with what parallax reports for it.
+//!
+//! Per-request faults hit the protected routes only, and choose requests by
+//! count so that a test knows exactly which requests were hit: each
+//! protected route numbers the requests that pass authorisation 1, 2, 3, …
+//! (redirect hops excluded), and a fault with `every = N` hits the numbers
+//! N, 2N, 3N, … of each route. [`TargetStats`] counts what was injected.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +49,12 @@ use crate::secret::Secret;
 
 /// Names of the embedded endpoints, as used in `target.embedded.endpoints`.
 pub const ENDPOINT_NAMES: [&str; 4] = ["login", "list", "detail", "create"];
+
+/// Route names used by [`TargetStats`].
+pub const LOGIN_ROUTE: &str = "POST /api/auth/login";
+pub const LIST_ROUTE: &str = "GET /api/items";
+pub const DETAIL_ROUTE: &str = "GET /api/items/{id}";
+pub const CREATE_ROUTE: &str = "POST /api/items";
 
 /// Service time per embedded endpoint.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,26 +96,8 @@ pub struct Config {
     pub service_times: ServiceTimes,
     /// Number of demo users accepted by login (see [`demo_credentials`]).
     pub users: usize,
-    /// Periodic stalls of the protected endpoints, like a garbage-collection pause.
-    pub stall: Option<Stall>,
-}
-
-/// A stall of `length` at the start of every `every`, counted from the
-/// server's start: a protected request arriving during a stall waits until
-/// it ends, then gets its usual service time. The reported duration includes the wait.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stall {
-    pub every: Duration,
-    pub length: Duration,
-}
-
-impl Stall {
-    /// How long a request arriving `since_start` after the server started waits.
-    pub fn wait_at(&self, since_start: Duration) -> Duration {
-        let into_cycle =
-            Duration::from_nanos((since_start.as_nanos() % self.every.as_nanos().max(1)) as u64);
-        self.length.saturating_sub(into_cycle)
-    }
+    /// Fault injection and test behaviours; the default injects nothing.
+    pub faults: Faults,
 }
 
 impl Default for Config {
@@ -111,9 +113,521 @@ impl Default for Config {
                 create: other,
             },
             users: 1000,
-            stall: None,
+            faults: Faults::default(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Fault settings: what `[target.embedded.faults]` and `--fault` hold.
+
+/// Fault injection and test behaviours of the embedded target. Every field
+/// is off by default. Per-request faults (those with `every`) hit the
+/// protected routes; the module documentation gives the selection rule.
+///
+/// When several body faults pick the same request, the first of this order
+/// wins and only it is counted: `redirect`, `http_error`, `app_error`,
+/// `drop_mid_body`, `truncated_json`, `malformed_json`, `large_body`.
+/// `gzip` compresses whichever envelope is sent (not a redirect or a
+/// dropped body); `slow_service` and `slow_headers` add to any of them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Time-window stalls of the protected routes.
+    pub stall: Option<Stall>,
+    /// Every Nth request spends this much longer, inside `apiCost.duration`.
+    pub slow_service: Option<Delay>,
+    /// Every Nth request waits this long after its work is measured, before
+    /// the status line is sent: the wait is outside `apiCost.duration`.
+    pub slow_headers: Option<Delay>,
+    pub http_error: Option<HttpErrorFault>,
+    pub app_error: Option<AppErrorFault>,
+    pub drop_mid_body: Option<DropMidBody>,
+    pub truncated_json: Option<Every>,
+    pub malformed_json: Option<Every>,
+    pub large_body: Option<LargeBody>,
+    pub gzip: Option<Every>,
+    pub redirect: Option<Redirect>,
+    pub token_epoch: Option<TokenEpoch>,
+    pub reject_logins: Option<RejectLogins>,
+    /// Every response reports this many milliseconds less than it spent
+    /// (never below zero), so client minus server overhead grows by it.
+    pub under_report_ms: Option<f64>,
+    /// Shifts `apiCost.start` and `finish` by this many seconds (may be
+    /// negative or fractional), as a server clock that is off would.
+    pub clock_offset_s: Option<f64>,
+    /// Adds `Server-Timing: db;dur=<service ms>, app;dur=<reported ms>` to
+    /// every envelope response.
+    #[serde(default)]
+    pub server_timing: bool,
+    /// How `apiCost.duration` is written; unset, serde_json's own spelling.
+    pub duration_format: Option<DurationFormat>,
+}
+
+/// A stall of `length` at the start of every `every`, counted from the
+/// server's start: a protected request arriving during a stall waits until
+/// it ends, then gets its usual service time. The reported duration includes
+/// the wait. Written `{ every_s = 5, duration_ms = 500 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "StallTable")]
+pub struct Stall {
+    pub every: Duration,
+    pub length: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallTable {
+    every_s: f64,
+    duration_ms: f64,
+}
+
+impl TryFrom<StallTable> for Stall {
+    type Error = String;
+
+    fn try_from(table: StallTable) -> Result<Stall, String> {
+        check_seconds("stall.every_s", table.every_s)?;
+        check_delay_ms("stall.duration_ms", table.duration_ms)?;
+        let stall = Stall {
+            every: Duration::from_secs_f64(table.every_s),
+            length: Duration::from_secs_f64(table.duration_ms / 1000.0),
+        };
+        stall.validate()?;
+        Ok(stall)
+    }
+}
+
+impl Stall {
+    /// How long a request arriving `since_start` after the server started waits.
+    pub fn wait_at(&self, since_start: Duration) -> Duration {
+        let into_cycle =
+            Duration::from_nanos((since_start.as_nanos() % self.every.as_nanos().max(1)) as u64);
+        self.length.saturating_sub(into_cycle)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.length.is_zero() || self.length >= self.every {
+            return Err(format!(
+                "`stall.duration_ms` ({} ms) must be above 0 and shorter than `stall.every_s` ({} s), or the target would never answer. Shorten the stall or lengthen the period.",
+                self.length.as_secs_f64() * 1000.0,
+                self.every.as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `{ every = N }`: hits the Nth, 2Nth, … request of each protected route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Every {
+    pub every: u64,
+}
+
+/// `{ every = N, duration_ms = D }`: a wait of D milliseconds on every Nth request.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delay {
+    pub every: u64,
+    pub duration_ms: f64,
+}
+
+/// Every Nth request answers `status` (5xx) with an error envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpErrorFault {
+    pub every: u64,
+    #[serde(default = "default_error_status")]
+    pub status: u16,
+}
+
+fn default_error_status() -> u16 {
+    500
+}
+
+/// Every Nth request answers HTTP 200 with `success: false` and
+/// `statusCode: status_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppErrorFault {
+    pub every: u64,
+    #[serde(default = "default_app_status_code")]
+    pub status_code: u16,
+}
+
+fn default_app_status_code() -> u16 {
+    200
+}
+
+/// Every Nth request sends its headers (with the full `Content-Length`) and
+/// the first `after_bytes` of the body, then the connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropMidBody {
+    pub every: u64,
+    #[serde(default = "default_after_bytes")]
+    pub after_bytes: u64,
+}
+
+fn default_after_bytes() -> u64 {
+    64
+}
+
+/// Every Nth request gets a valid envelope whose `data` holds at least
+/// `bytes` bytes of items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LargeBody {
+    pub every: u64,
+    #[serde(default = "default_large_bytes")]
+    pub bytes: u64,
+}
+
+fn default_large_bytes() -> u64 {
+    5_000_000
+}
+
+/// Every Nth request is redirected `hops` times on the same route before
+/// the final answer: `302 Found` for GET, `307 Temporary Redirect` otherwise,
+/// to `<path>?hop=1`, then `hop=2`, … up to `hop=<hops>`, which is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    pub every: u64,
+    #[serde(default = "default_hops")]
+    pub hops: u32,
+}
+
+fn default_hops() -> u32 {
+    3
+}
+
+/// Every `every_s` seconds from the server's start, every token issued
+/// before that moment stops being accepted (401 "Token expired."), whatever
+/// its `exp`: all virtual users must log in again at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEpoch {
+    pub every_s: f64,
+}
+
+/// Login answers 401 for these demo user numbers (`user<N>@demo.test`),
+/// listed in `users`, or every `every`th number, or both, even with the
+/// right password.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectLogins {
+    #[serde(default)]
+    pub users: Vec<u64>,
+    pub every: Option<u64>,
+}
+
+impl RejectLogins {
+    pub fn rejects(&self, user_number: u64) -> bool {
+        self.users.contains(&user_number)
+            || self.every.is_some_and(|every| user_number % every == 0)
+    }
+}
+
+/// How `apiCost.duration` (seconds) is written in the JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurationFormat {
+    /// Fixed-point with six decimals: `0.002034`.
+    Plain,
+    /// Scientific notation: `2.034117e-3`.
+    Exponent,
+    /// A JSON string holding the number: `"0.002034117"`.
+    String,
+    /// `null`.
+    Null,
+    /// No `duration` key in `apiCost`.
+    Missing,
+}
+
+/// The largest `every`.
+const MAX_EVERY: u64 = 1_000_000;
+/// The longest injected delay, in milliseconds (one hour).
+const MAX_DELAY_MS: f64 = 3_600_000.0;
+/// The longest period or offset, in seconds (one week).
+const MAX_SECONDS: f64 = 604_800.0;
+/// The largest body `large_body` builds and the largest `after_bytes`.
+const MAX_BODY_BYTES: u64 = 100_000_000;
+const MAX_HOPS: u32 = 50;
+
+fn check_every(key: &str, every: u64) -> Result<(), String> {
+    if (1..=MAX_EVERY).contains(&every) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{key}` must be a whole number from 1 to {MAX_EVERY}, got {every}. every = 10 hits the 10th, 20th, … request of each route; every = 1 hits all."
+    ))
+}
+
+fn check_delay_ms(key: &str, ms: f64) -> Result<(), String> {
+    if ms.is_finite() && ms > 0.0 && ms <= MAX_DELAY_MS {
+        return Ok(());
+    }
+    Err(format!(
+        "`{key}` must be above 0 and at most {MAX_DELAY_MS} milliseconds (one hour), got {ms}."
+    ))
+}
+
+fn check_seconds(key: &str, seconds: f64) -> Result<(), String> {
+    if seconds.is_finite() && seconds > 0.0 && seconds <= MAX_SECONDS {
+        return Ok(());
+    }
+    Err(format!(
+        "`{key}` must be above 0 and at most {MAX_SECONDS} seconds (one week), got {seconds}."
+    ))
+}
+
+fn check_bytes(key: &str, bytes: u64, min: u64) -> Result<(), String> {
+    if (min..=MAX_BODY_BYTES).contains(&bytes) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{key}` must be from {min} to {MAX_BODY_BYTES} bytes, got {bytes}."
+    ))
+}
+
+impl Faults {
+    /// Checks every setting; the message names the key (relative to the
+    /// faults table), quotes the value and says what is accepted.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(stall) = &self.stall {
+            stall.validate()?;
+        }
+        for (key, delay) in [
+            ("slow_service", &self.slow_service),
+            ("slow_headers", &self.slow_headers),
+        ] {
+            if let Some(delay) = delay {
+                check_every(&format!("{key}.every"), delay.every)?;
+                check_delay_ms(&format!("{key}.duration_ms"), delay.duration_ms)?;
+            }
+        }
+        if let Some(fault) = &self.http_error {
+            check_every("http_error.every", fault.every)?;
+            if !(500..=599).contains(&fault.status) {
+                return Err(format!(
+                    "`http_error.status` must be a server error from 500 to 599, got {}. Use 500 or 503; to reject tokens use `token_epoch`.",
+                    fault.status
+                ));
+            }
+        }
+        if let Some(fault) = &self.app_error {
+            check_every("app_error.every", fault.every)?;
+            if fault.status_code > 999 {
+                return Err(format!(
+                    "`app_error.status_code` must be from 0 to 999, got {}. It is the envelope's statusCode; the HTTP status stays 200.",
+                    fault.status_code
+                ));
+            }
+        }
+        if let Some(fault) = &self.drop_mid_body {
+            check_every("drop_mid_body.every", fault.every)?;
+            check_bytes("drop_mid_body.after_bytes", fault.after_bytes, 0)?;
+        }
+        for (key, every) in [
+            ("truncated_json", &self.truncated_json),
+            ("malformed_json", &self.malformed_json),
+            ("gzip", &self.gzip),
+        ] {
+            if let Some(every) = every {
+                check_every(&format!("{key}.every"), every.every)?;
+            }
+        }
+        if let Some(fault) = &self.large_body {
+            check_every("large_body.every", fault.every)?;
+            check_bytes("large_body.bytes", fault.bytes, 1)?;
+        }
+        if let Some(fault) = &self.redirect {
+            check_every("redirect.every", fault.every)?;
+            if !(1..=MAX_HOPS).contains(&fault.hops) {
+                return Err(format!(
+                    "`redirect.hops` must be from 1 to {MAX_HOPS}, got {}.",
+                    fault.hops
+                ));
+            }
+        }
+        if let Some(epoch) = &self.token_epoch {
+            check_seconds("token_epoch.every_s", epoch.every_s)?;
+        }
+        if let Some(reject) = &self.reject_logins {
+            if reject.users.is_empty() && reject.every.is_none() {
+                return Err("`reject_logins` selects no user. Set users = [2, 5] (user numbers), every = 3 (every third user), or both.".into());
+            }
+            if reject.users.contains(&0) {
+                return Err("`reject_logins.users` holds 0, but demo users are numbered from 1 (user1@demo.test). Remove the 0.".into());
+            }
+            if let Some(every) = reject.every {
+                check_every("reject_logins.every", every)?;
+            }
+        }
+        if let Some(ms) = self.under_report_ms {
+            if !ms.is_finite() || !(0.0..=MAX_DELAY_MS).contains(&ms) {
+                return Err(format!(
+                    "`under_report_ms` must be from 0 to {MAX_DELAY_MS} milliseconds, got {ms}."
+                ));
+            }
+        }
+        if let Some(seconds) = self.clock_offset_s {
+            if !seconds.is_finite() || seconds.abs() > MAX_SECONDS {
+                return Err(format!(
+                    "`clock_offset_s` must be from -{MAX_SECONDS} to {MAX_SECONDS} seconds, got {seconds}."
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `parallax serve --fault` values, each one line of the faults
+    /// table (`http_error = { every = 10 }`), and validates them.
+    pub fn from_flag_lines(lines: &[String]) -> Result<Faults, String> {
+        let faults: Faults = toml::from_str(&lines.join("\n")).map_err(|error| {
+            let message = error.message().lines().map(str::trim).collect::<Vec<_>>();
+            format!(
+                "--fault: {}. Write each as KEY = VALUE, e.g. --fault 'http_error = {{ every = 10, status = 503 }}'; docs/reliability.md lists the keys.",
+                message.join(" ").trim_end_matches('.')
+            )
+        })?;
+        faults
+            .validate()
+            .map_err(|problem| format!("--fault: {problem}"))?;
+        Ok(faults)
+    }
+
+    /// The keys that are set, in table order, for the start-up message.
+    pub fn active(&self) -> Vec<&'static str> {
+        let set = [
+            ("stall", self.stall.is_some()),
+            ("slow_service", self.slow_service.is_some()),
+            ("slow_headers", self.slow_headers.is_some()),
+            ("http_error", self.http_error.is_some()),
+            ("app_error", self.app_error.is_some()),
+            ("drop_mid_body", self.drop_mid_body.is_some()),
+            ("truncated_json", self.truncated_json.is_some()),
+            ("malformed_json", self.malformed_json.is_some()),
+            ("large_body", self.large_body.is_some()),
+            ("gzip", self.gzip.is_some()),
+            ("redirect", self.redirect.is_some()),
+            ("token_epoch", self.token_epoch.is_some()),
+            ("reject_logins", self.reject_logins.is_some()),
+            ("under_report_ms", self.under_report_ms.is_some()),
+            ("clock_offset_s", self.clock_offset_s.is_some()),
+            ("server_timing", self.server_timing),
+            ("duration_format", self.duration_format.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// What the per-request faults do to request number `n` (from 1) of a route.
+    fn injection(&self, n: u64) -> Injection {
+        let hits = |every: u64| n % every == 0;
+        let delay = |delay: &Option<Delay>| {
+            delay
+                .filter(|delay| hits(delay.every))
+                .map_or(Duration::ZERO, |delay| {
+                    Duration::from_secs_f64(delay.duration_ms / 1000.0)
+                })
+        };
+        let every = |fault: &Option<Every>| fault.is_some_and(|fault| hits(fault.every));
+        let body = if self.redirect.is_some_and(|fault| hits(fault.every)) {
+            Some(BodyFault::Redirect)
+        } else if let Some(fault) = self.http_error.filter(|fault| hits(fault.every)) {
+            Some(BodyFault::HttpError(fault.status))
+        } else if let Some(fault) = self.app_error.filter(|fault| hits(fault.every)) {
+            Some(BodyFault::AppError(fault.status_code))
+        } else if let Some(fault) = self.drop_mid_body.filter(|fault| hits(fault.every)) {
+            Some(BodyFault::DropMidBody(fault.after_bytes))
+        } else if every(&self.truncated_json) {
+            Some(BodyFault::TruncatedJson)
+        } else if every(&self.malformed_json) {
+            Some(BodyFault::MalformedJson)
+        } else if self.large_body.is_some_and(|fault| hits(fault.every)) {
+            Some(BodyFault::LargeBody)
+        } else {
+            None
+        };
+        let encodable = !matches!(
+            body,
+            Some(BodyFault::Redirect | BodyFault::DropMidBody(_))
+        );
+        Injection {
+            extra_service: delay(&self.slow_service),
+            header_delay: delay(&self.slow_headers),
+            body,
+            gzip: encodable && every(&self.gzip),
+        }
+    }
+}
+
+/// A fault the target injected, as counted by [`TargetStats::injected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fault {
+    /// A request that arrived during a `stall` window and waited.
+    Stall,
+    SlowService,
+    SlowHeaders,
+    HttpError,
+    AppError,
+    DropMidBody,
+    TruncatedJson,
+    MalformedJson,
+    LargeBody,
+    Gzip,
+    /// A request redirected; its hops are not counted again.
+    Redirect,
+    /// A 401 for a token issued before the current epoch.
+    TokenEpoch,
+    /// A login refused by `reject_logins`.
+    RejectedLogin,
+}
+
+/// What the per-request faults do to one protected request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Injection {
+    extra_service: Duration,
+    header_delay: Duration,
+    body: Option<BodyFault>,
+    gzip: bool,
+}
+
+impl Injection {
+    fn faults(&self) -> impl Iterator<Item = Fault> {
+        let body = self.body.map(|body| match body {
+            BodyFault::Redirect => Fault::Redirect,
+            BodyFault::HttpError(_) => Fault::HttpError,
+            BodyFault::AppError(_) => Fault::AppError,
+            BodyFault::DropMidBody(_) => Fault::DropMidBody,
+            BodyFault::TruncatedJson => Fault::TruncatedJson,
+            BodyFault::MalformedJson => Fault::MalformedJson,
+            BodyFault::LargeBody => Fault::LargeBody,
+        });
+        [
+            (!self.extra_service.is_zero()).then_some(Fault::SlowService),
+            (!self.header_delay.is_zero()).then_some(Fault::SlowHeaders),
+            body,
+            self.gzip.then_some(Fault::Gzip),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFault {
+    Redirect,
+    HttpError(u16),
+    AppError(u16),
+    DropMidBody(u64),
+    TruncatedJson,
+    MalformedJson,
+    LargeBody,
 }
 
 /// The demo accounts the embedded target accepts: `user1@demo.test` with
@@ -127,11 +641,12 @@ pub fn demo_credentials(count: usize) -> Vec<Credential> {
         .collect()
 }
 
-/// Requests the target answered, by route and HTTP status, for tests that
-/// compare the target's count with parallax's.
+/// Requests the target answered, by route and HTTP status, and the faults it
+/// injected, for tests that compare the target's counts with parallax's.
 #[derive(Debug, Default)]
 pub struct TargetStats {
     by_route: Mutex<BTreeMap<(String, u16), u64>>,
+    faults: Mutex<BTreeMap<(&'static str, Fault), u64>>,
     /// Arrival times of protected requests, for tests of request spacing.
     arrivals: Mutex<Vec<Instant>>,
 }
@@ -150,7 +665,8 @@ impl TargetStats {
         }
     }
 
-    /// When each protected request arrived, in arrival order (the first million).
+    /// When each protected request arrived, in arrival order (the first
+    /// million). Each redirect hop is an arrival of its own.
     pub fn arrival_times(&self) -> Vec<Instant> {
         self.arrivals
             .lock()
@@ -168,7 +684,16 @@ impl TargetStats {
             .or_default() += 1;
     }
 
+    fn count_fault(&self, route: &'static str, fault: Fault) {
+        let mut faults = self
+            .faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *faults.entry((route, fault)).or_default() += 1;
+    }
+
     /// Responses sent on `route` (for example `GET /api/items`) with `status`.
+    /// A response is counted when its handler finishes, before it is sent.
     pub fn responses(&self, route: &str, status: u16) -> u64 {
         let counts = self
             .by_route
@@ -187,6 +712,112 @@ impl TargetStats {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
+
+    /// How many times `fault` was injected, over all routes. A fault is
+    /// counted when the target decides to inject it, so a request the client
+    /// gave up on is counted too.
+    pub fn injected(&self, fault: Fault) -> u64 {
+        self.faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|((_, counted), _)| *counted == fault)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// How many times `fault` was injected on `route`.
+    pub fn injected_on(&self, route: &str, fault: Fault) -> u64 {
+        self.faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|((counted_route, counted), _)| *counted_route == route && *counted == fault)
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server.
+
+/// The protected routes, each with its own request numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    List,
+    Detail,
+    Create,
+}
+
+impl Route {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::List => LIST_ROUTE,
+            Route::Detail => DETAIL_ROUTE,
+            Route::Create => CREATE_ROUTE,
+        }
+    }
+
+    /// 302 keeps a GET a GET; a POST redirected with 302 may turn into a
+    /// GET, so it gets 307, which keeps the method and the body.
+    fn redirect_status(self) -> StatusCode {
+        match self {
+            Route::List | Route::Detail => StatusCode::FOUND,
+            Route::Create => StatusCode::TEMPORARY_REDIRECT,
+        }
+    }
+}
+
+/// How responses report the server's time, from the latency faults.
+#[derive(Debug, Clone, Copy)]
+struct Reporting {
+    under_report: Duration,
+    clock_offset: chrono::Duration,
+    duration_format: Option<DurationFormat>,
+    server_timing: bool,
+}
+
+impl Reporting {
+    fn of(faults: &Faults) -> Self {
+        let offset_ms = (faults.clock_offset_s.unwrap_or(0.0) * 1000.0).round() as i64;
+        Reporting {
+            under_report: Duration::from_secs_f64(faults.under_report_ms.unwrap_or(0.0) / 1000.0),
+            clock_offset: chrono::Duration::try_milliseconds(offset_ms).unwrap_or_default(),
+            duration_format: faults.duration_format,
+            server_timing: faults.server_timing,
+        }
+    }
+}
+
+/// The `data` of a `large_body` response, built once: its JSON text and
+/// how many items it holds.
+struct LargeData {
+    items: Box<RawValue>,
+    count: u64,
+}
+
+impl LargeData {
+    fn build(bytes: u64) -> Self {
+        let mut text = String::with_capacity(bytes as usize + 256);
+        text.push('[');
+        let mut count = 0_u64;
+        while (text.len() as u64) < bytes {
+            if count > 0 {
+                text.push(',');
+            }
+            text.push_str(&item(count % 1000 + 1).to_string());
+            count += 1;
+        }
+        text.push(']');
+        LargeData {
+            items: RawValue::from_string(text).expect("an array of items is valid JSON"),
+            count,
+        }
+    }
 }
 
 struct AppState {
@@ -195,6 +826,10 @@ struct AppState {
     next_token_id: AtomicU64,
     stats: Arc<TargetStats>,
     started: Instant,
+    /// The last request number given out per [`Route`].
+    sequence: [AtomicU64; 3],
+    large_data: Option<LargeData>,
+    reporting: Reporting,
 }
 
 /// A running embedded target; dropping it does not stop it, call [`DemoTarget::stop`].
@@ -207,17 +842,16 @@ pub struct DemoTarget {
 
 impl DemoTarget {
     /// Binds `addr` (port 0 picks a free port) and serves until stopped.
+    /// Invalid fault settings are an `InvalidInput` error.
     pub async fn start(config: Config, addr: SocketAddr) -> std::io::Result<DemoTarget> {
+        config
+            .faults
+            .validate()
+            .map_err(|problem| std::io::Error::new(std::io::ErrorKind::InvalidInput, problem))?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(TargetStats::default());
-        let state = Arc::new(AppState {
-            config,
-            secret: rand::thread_rng().gen(),
-            next_token_id: AtomicU64::new(1),
-            stats: Arc::clone(&stats),
-            started: Instant::now(),
-        });
+        let state = Arc::new(AppState::new(config, Arc::clone(&stats)));
         let router = Router::new()
             .route("/api/auth/login", post(login))
             .route("/api/items", get(list_items).post(create_item))
@@ -261,22 +895,35 @@ impl DemoTarget {
 /// for `duration`. The duration is taken when the work is done, before the
 /// response body is built, as servers that report their own time usually do.
 struct Timing {
+    /// Wall-clock start, shifted by `clock_offset_s`.
     wall: chrono::DateTime<chrono::Local>,
     started: Instant,
     elapsed: Option<Duration>,
+    /// The service time drawn for this request, for `Server-Timing: db`.
+    work: Duration,
+    reporting: Reporting,
 }
 
 impl Timing {
-    fn start() -> Self {
+    fn start(reporting: Reporting) -> Self {
         Timing {
-            wall: chrono::Local::now(),
+            wall: chrono::Local::now() + reporting.clock_offset,
             started: Instant::now(),
             elapsed: None,
+            work: Duration::ZERO,
+            reporting,
         }
     }
 
     fn finish(&mut self) {
         self.elapsed = Some(self.started.elapsed());
+    }
+
+    /// The time written to `apiCost.duration`: the time spent, less
+    /// `under_report_ms`, never below zero.
+    fn reported(&self) -> Duration {
+        let elapsed = self.elapsed.unwrap_or_else(|| self.started.elapsed());
+        elapsed.saturating_sub(self.reporting.under_report)
     }
 }
 
@@ -299,6 +946,88 @@ async fn serve_for(duration: Duration, started: Instant) {
     }
 }
 
+/// The envelope as written on the wire, in the documented key order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeBody<'a, D: Serialize + ?Sized> {
+    success: bool,
+    status_code: u16,
+    message: &'a str,
+    data: &'a D,
+    rows: &'a Value,
+    api_cost: ApiCost,
+}
+
+#[derive(Serialize)]
+struct ApiCost {
+    start: String,
+    finish: String,
+    /// Raw JSON text, so that `duration_format` controls its spelling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<Box<RawValue>>,
+}
+
+/// The JSON text of `apiCost.duration` in `format`; `None` leaves the key out.
+fn duration_text(seconds: f64, format: Option<DurationFormat>) -> Option<Box<RawValue>> {
+    let text = match format {
+        None => serde_json::Number::from_f64(seconds)
+            .map_or_else(|| "null".to_string(), |number| number.to_string()),
+        Some(DurationFormat::Plain) => format!("{seconds:.6}"),
+        Some(DurationFormat::Exponent) => format!("{seconds:e}"),
+        Some(DurationFormat::String) => format!("\"{seconds}\""),
+        Some(DurationFormat::Null) => "null".to_string(),
+        Some(DurationFormat::Missing) => return None,
+    };
+    Some(RawValue::from_string(text).expect("each duration spelling is valid JSON"))
+}
+
+fn envelope_text<D: Serialize + ?Sized>(
+    timing: &Timing,
+    success: bool,
+    status_code: u16,
+    message: &str,
+    data: &D,
+    rows: &Value,
+) -> String {
+    let reported = timing.reported();
+    let finish = timing.wall + chrono::Duration::from_std(reported).unwrap_or_default();
+    let body = EnvelopeBody {
+        success,
+        status_code,
+        message,
+        data,
+        rows,
+        api_cost: ApiCost {
+            start: format_api_timestamp(timing.wall),
+            finish: format_api_timestamp(finish),
+            duration: duration_text(reported.as_secs_f64(), timing.reporting.duration_format),
+        },
+    };
+    serde_json::to_string(&body).expect("an envelope serialises")
+}
+
+/// A JSON response, with `Server-Timing` when that behaviour is on.
+fn json_response(timing: &Timing, status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response();
+    if timing.reporting.server_timing {
+        let value = format!(
+            "db;dur={:.3}, app;dur={:.3}",
+            timing.work.as_secs_f64() * 1000.0,
+            timing.reported().as_secs_f64() * 1000.0
+        );
+        response.headers_mut().insert(
+            "server-timing",
+            HeaderValue::from_str(&value).expect("digits and separators are a valid header"),
+        );
+    }
+    response
+}
+
 fn envelope(
     timing: &Timing,
     status: StatusCode,
@@ -306,26 +1035,112 @@ fn envelope(
     data: Value,
     rows: Value,
 ) -> Response {
-    let elapsed = timing.elapsed.unwrap_or_else(|| timing.started.elapsed());
-    let finish = timing.wall + chrono::Duration::from_std(elapsed).unwrap_or_default();
-    let body = json!({
-        "success": status.is_success(),
-        "statusCode": status.as_u16(),
-        "message": message,
-        "data": data,
-        "rows": rows,
-        "apiCost": {
-            "start": format_api_timestamp(timing.wall),
-            "finish": format_api_timestamp(finish),
-            "duration": elapsed.as_secs_f64(),
+    let text = envelope_text(
+        timing,
+        status.is_success(),
+        status.as_u16(),
+        message,
+        &data,
+        &rows,
+    );
+    json_response(timing, status, text)
+}
+
+/// What a protected handler answers, before faults and serialisation.
+struct Reply {
+    status: StatusCode,
+    message: &'static str,
+    data: Value,
+    rows: Value,
+}
+
+impl Reply {
+    fn ok(status: StatusCode, message: &'static str, data: Value, rows: u64) -> Self {
+        Reply {
+            status,
+            message,
+            data,
+            rows: json!(rows),
         }
-    });
-    (
+    }
+
+    fn error(status: StatusCode, message: &'static str) -> Self {
+        Reply {
+            status,
+            message,
+            data: Value::Null,
+            rows: json!(0),
+        }
+    }
+}
+
+/// An error the reader of a `drop_mid_body` response fails with, so that
+/// the server closes the connection part-way through the body.
+struct CutOff;
+
+impl tokio::io::AsyncRead for CutOff {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "drop_mid_body: connection dropped on purpose",
+        )))
+    }
+}
+
+/// Sends the headers with the full `Content-Length` and `after_bytes` of
+/// `body` (at most all but its last byte), then fails the body stream, on
+/// which hyper closes the connection: the client sees the body end early.
+fn cut_off_response(status: StatusCode, body: Vec<u8>, after_bytes: u64) -> Response {
+    use tokio::io::AsyncReadExt as _;
+
+    let full_length = body.len();
+    let kept = (after_bytes as usize).min(full_length.saturating_sub(1));
+    let mut head = body;
+    head.truncate(kept);
+    let reader = std::io::Cursor::new(head).chain(CutOff);
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
     )
-        .into_response()
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(full_length));
+    response
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder
+        .write_all(body)
+        .and_then(|()| encoder.finish())
+        .expect("compressing into memory does not fail")
+}
+
+/// The request's redirect hop, from a `hop=<n>` query parameter.
+fn redirect_hop(uri: &Uri) -> Option<u32> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("hop="))
+        .and_then(|hop| hop.parse().ok())
+}
+
+/// `uri` with its `hop` parameter set to `hop`, other parameters kept.
+fn with_hop(uri: &Uri, hop: u32) -> String {
+    let hop = format!("hop={hop}");
+    let query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("hop="))
+        .chain([hop.as_str()])
+        .collect();
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 fn unix_now() -> u64 {
@@ -338,7 +1153,55 @@ fn base64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Why a bearer token was refused; each answers 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    MissingHeader,
+    NotBearer,
+    Invalid,
+    Expired,
+    /// Issued before the current `token_epoch`.
+    OldEpoch,
+}
+
+impl Rejection {
+    fn message(self) -> &'static str {
+        match self {
+            Rejection::MissingHeader => "Missing Authorization header.",
+            Rejection::NotBearer => "Authorization must be a Bearer token.",
+            Rejection::Invalid => "Invalid token.",
+            Rejection::Expired | Rejection::OldEpoch => "Token expired.",
+        }
+    }
+}
+
+/// The claims the target reads back from its own tokens.
+#[derive(Deserialize)]
+struct Claims {
+    exp: u64,
+    #[serde(default)]
+    epoch: Option<u64>,
+}
+
 impl AppState {
+    fn new(config: Config, stats: Arc<TargetStats>) -> Self {
+        let large_data = config
+            .faults
+            .large_body
+            .map(|fault| LargeData::build(fault.bytes));
+        let reporting = Reporting::of(&config.faults);
+        AppState {
+            config,
+            secret: rand::thread_rng().gen(),
+            next_token_id: AtomicU64::new(1),
+            stats,
+            started: Instant::now(),
+            sequence: Default::default(),
+            large_data,
+            reporting,
+        }
+    }
+
     fn sign(&self, signing_input: &str) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
@@ -346,48 +1209,142 @@ impl AppState {
         mac
     }
 
+    /// The token epoch at `at`: how many `token_epoch.every_s` periods have
+    /// passed since the server started. `None` when the fault is off.
+    fn epoch_at(&self, at: Instant) -> Option<u64> {
+        let epoch = self.config.faults.token_epoch?;
+        Some((at.saturating_duration_since(self.started).as_secs_f64() / epoch.every_s) as u64)
+    }
+
     fn issue_token(&self, subject: &str) -> String {
         let now = unix_now();
         let header = base64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let claims = json!({
+        let mut claims = json!({
             "sub": subject,
             "iat": now,
             "exp": now + self.config.token_lifetime.as_secs().max(1),
             "jti": self.next_token_id.fetch_add(1, Ordering::Relaxed),
         });
+        if let Some(epoch) = self.epoch_at(Instant::now()) {
+            claims["epoch"] = json!(epoch);
+        }
         let payload = base64url(claims.to_string().as_bytes());
         let signing_input = format!("{header}.{payload}");
         let signature = base64url(&self.sign(&signing_input).finalize().into_bytes());
         format!("{signing_input}.{signature}")
     }
 
-    /// Checks the bearer token's signature and expiry.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+    /// Checks the bearer token's signature, expiry and epoch at `at`.
+    fn authorize(&self, headers: &HeaderMap, at: Instant) -> Result<(), Rejection> {
         let value = headers
             .get(header::AUTHORIZATION)
-            .ok_or("Missing Authorization header.")?;
+            .ok_or(Rejection::MissingHeader)?;
         let token = value
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .filter(|token| !token.is_empty())
-            .ok_or("Authorization must be a Bearer token.")?;
-        let (signing_input, signature) = token.rsplit_once('.').ok_or("Invalid token.")?;
+            .ok_or(Rejection::NotBearer)?;
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(Rejection::Invalid)?;
         let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(signature)
-            .map_err(|_| "Invalid token.")?;
+            .map_err(|_| Rejection::Invalid)?;
         self.sign(signing_input)
             .verify_slice(&signature)
-            .map_err(|_| "Invalid token.")?;
-        let expiry = crate::api::jwt_expiry(token).ok_or("Invalid token.")?;
-        if expiry <= unix_now() {
-            return Err("Token expired.");
+            .map_err(|_| Rejection::Invalid)?;
+        let claims = signing_input
+            .split_once('.')
+            .and_then(|(_, payload)| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .ok()
+            })
+            .and_then(|payload| serde_json::from_slice::<Claims>(&payload).ok())
+            .ok_or(Rejection::Invalid)?;
+        if claims.exp <= unix_now() {
+            return Err(Rejection::Expired);
+        }
+        if let Some(current) = self.epoch_at(at) {
+            if claims.epoch != Some(current) {
+                return Err(Rejection::OldEpoch);
+            }
         }
         Ok(())
     }
 
+    /// Numbers the request on `route` and decides its faults; counts them.
+    fn inject(&self, route: Route) -> Injection {
+        let number = self.sequence[route.index()].fetch_add(1, Ordering::Relaxed) + 1;
+        let injection = self.config.faults.injection(number);
+        for fault in injection.faults() {
+            self.stats.count_fault(route.name(), fault);
+        }
+        injection
+    }
+
     fn respond(&self, route: &str, response: Response) -> Response {
         self.stats.count(route, response.status());
+        response
+    }
+
+    /// Serialises `reply`, with the body faults of `injection` applied.
+    fn render(&self, timing: &Timing, reply: Reply, injection: &Injection) -> Response {
+        let reply = match injection.body {
+            Some(BodyFault::HttpError(status)) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                Reply::error(status, "Injected server error.")
+            }
+            _ => reply,
+        };
+        let (success, status_code, message) = match injection.body {
+            Some(BodyFault::AppError(code)) => (false, code, "Injected application error."),
+            _ => (
+                reply.status.is_success(),
+                reply.status.as_u16(),
+                reply.message,
+            ),
+        };
+        let status = match injection.body {
+            Some(BodyFault::AppError(_)) => StatusCode::OK,
+            _ => reply.status,
+        };
+        let mut body = match (injection.body, &self.large_data) {
+            (Some(BodyFault::LargeBody), Some(large)) => envelope_text(
+                timing,
+                success,
+                status_code,
+                message,
+                &*large.items,
+                &json!(large.count),
+            ),
+            _ => envelope_text(
+                timing,
+                success,
+                status_code,
+                message,
+                &reply.data,
+                &reply.rows,
+            ),
+        }
+        .into_bytes();
+        match injection.body {
+            Some(BodyFault::DropMidBody(after_bytes)) => {
+                return cut_off_response(status, body, after_bytes)
+            }
+            Some(BodyFault::TruncatedJson) => body.truncate(body.len() / 2),
+            // A trailing comma before the closing brace, as a hand-written template might leave.
+            Some(BodyFault::MalformedJson) => body.insert(body.len() - 1, b','),
+            _ => {}
+        }
+        if !injection.gzip {
+            return json_response(timing, status, body);
+        }
+        let mut response = json_response(timing, status, gzip(&body));
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
         response
     }
 }
@@ -399,14 +1356,13 @@ struct LoginBody {
 }
 
 async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    const ROUTE: &str = "POST /api/auth/login";
-    let mut timing = Timing::start();
-    let service_time = state
+    let mut timing = Timing::start(state.reporting);
+    timing.work = state
         .config
         .service_times
         .login
         .sample(&mut rand::thread_rng());
-    serve_for(service_time, timing.started).await;
+    serve_for(timing.work, timing.started).await;
     timing.finish();
 
     let Ok(body) = serde_json::from_slice::<LoginBody>(&body) else {
@@ -417,7 +1373,7 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             Value::Null,
             json!(0),
         );
-        return state.respond(ROUTE, response);
+        return state.respond(LOGIN_ROUTE, response);
     };
     let user_number = body
         .email
@@ -426,7 +1382,14 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         .and_then(|number| number.parse::<usize>().ok())
         .filter(|number| (1..=state.config.users).contains(number));
     let accepted = user_number.filter(|number| body.password == format!("demo-pass-{number}"));
-    let Some(number) = accepted else {
+    let refused = accepted.is_some_and(|number| {
+        let rejects = state.config.faults.reject_logins.as_ref();
+        rejects.is_some_and(|reject| reject.rejects(number as u64))
+    });
+    if refused {
+        state.stats.count_fault(LOGIN_ROUTE, Fault::RejectedLogin);
+    }
+    let Some(number) = accepted.filter(|_| !refused) else {
         let response = envelope(
             &timing,
             StatusCode::UNAUTHORIZED,
@@ -434,7 +1397,7 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             Value::Null,
             json!(0),
         );
-        return state.respond(ROUTE, response);
+        return state.respond(LOGIN_ROUTE, response);
     };
     let data = json!({
         "token": state.issue_token(&body.email),
@@ -448,7 +1411,7 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         }
     });
     state.respond(
-        ROUTE,
+        LOGIN_ROUTE,
         envelope(&timing, StatusCode::OK, "Login Success.", data, json!(2)),
     )
 }
@@ -457,52 +1420,80 @@ fn item(id: u64) -> Value {
     json!({ "id": id, "code": format!("ITEM-{id:05}"), "name": format!("Item {id}"), "price": (id % 97) as f64 + 0.99, "status": "active" })
 }
 
-/// Runs a protected handler: authorises, waits the service time, answers.
+/// Runs a protected handler: authorises, numbers the request and picks its
+/// faults, waits the service time (plus any stall), answers.
 async fn protected(
     state: &AppState,
-    route: &str,
+    route: Route,
     headers: &HeaderMap,
+    uri: &Uri,
     service_time: Distribution,
-    handle: impl FnOnce(&Timing) -> Response,
+    handle: impl FnOnce() -> Reply,
 ) -> Response {
-    let mut timing = Timing::start();
+    let mut timing = Timing::start(state.reporting);
     state.stats.log_arrival(timing.started);
-    if let Err(message) = state.authorize(headers) {
+    if let Err(rejection) = state.authorize(headers, timing.started) {
+        if rejection == Rejection::OldEpoch {
+            state.stats.count_fault(route.name(), Fault::TokenEpoch);
+        }
         let response = envelope(
             &timing,
             StatusCode::UNAUTHORIZED,
-            message,
+            rejection.message(),
             Value::Null,
             json!(0),
         );
-        return state.respond(route, response);
+        return state.respond(route.name(), response);
     }
-    let stalled = state.config.stall.map_or(Duration::ZERO, |stall| {
+    // A redirect hop continues a request that was already numbered.
+    let hop = redirect_hop(uri);
+    let injection = match hop {
+        Some(_) => Injection::default(),
+        None => state.inject(route),
+    };
+    let stalled = state.config.faults.stall.map_or(Duration::ZERO, |stall| {
         stall.wait_at(timing.started - state.started)
     });
-    let wait = stalled + service_time.sample(&mut rand::thread_rng());
-    serve_for(wait, timing.started).await;
+    if !stalled.is_zero() {
+        state.stats.count_fault(route.name(), Fault::Stall);
+    }
+    timing.work = service_time.sample(&mut rand::thread_rng());
+    serve_for(
+        stalled + injection.extra_service + timing.work,
+        timing.started,
+    )
+    .await;
     timing.finish();
-    state.respond(route, handle(&timing))
+    let hops = state.config.faults.redirect.map_or(0, |fault| fault.hops);
+    let next_hop = match (injection.body, hop) {
+        (Some(BodyFault::Redirect), _) => Some(1),
+        (None, Some(hop)) if hop < hops => Some(hop + 1),
+        _ => None,
+    };
+    let response = match next_hop {
+        Some(next) => (
+            route.redirect_status(),
+            [(header::LOCATION, with_hop(uri, next))],
+        )
+            .into_response(),
+        None => state.render(&timing, handle(), &injection),
+    };
+    if !injection.header_delay.is_zero() {
+        tokio::time::sleep(injection.header_delay).await;
+    }
+    state.respond(route.name(), response)
 }
 
-async fn list_items(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    protected(
-        &state,
-        "GET /api/items",
-        &headers,
-        state.config.service_times.list,
-        |timing| {
-            let items: Vec<Value> = (1..=10).map(item).collect();
-            envelope(
-                timing,
-                StatusCode::OK,
-                "Success.",
-                Value::Array(items),
-                json!(10),
-            )
-        },
-    )
+async fn list_items(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let service_time = state.config.service_times.list;
+    protected(&state, Route::List, &headers, &uri, service_time, || {
+        let items: Vec<Value> = (1..=10).map(item).collect();
+        Reply::ok(StatusCode::OK, "Success.", Value::Array(items), 10)
+    })
     .await
 }
 
@@ -510,61 +1501,39 @@ async fn item_detail(
     State(state): State<Arc<AppState>>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
-    protected(
-        &state,
-        "GET /api/items/{id}",
-        &headers,
-        state.config.service_times.detail,
-        |timing| match id.parse::<u64>() {
-            Ok(id @ 1..=1000) => envelope(timing, StatusCode::OK, "Success.", item(id), json!(1)),
-            _ => envelope(
-                timing,
-                StatusCode::NOT_FOUND,
-                "Item not found.",
-                Value::Null,
-                json!(0),
-            ),
-        },
-    )
+    let service_time = state.config.service_times.detail;
+    protected(&state, Route::Detail, &headers, &uri, service_time, || {
+        match id.parse::<u64>() {
+            Ok(id @ 1..=1000) => Reply::ok(StatusCode::OK, "Success.", item(id), 1),
+            _ => Reply::error(StatusCode::NOT_FOUND, "Item not found."),
+        }
+    })
     .await
 }
 
 async fn create_item(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
-    protected(
-        &state,
-        "POST /api/items",
-        &headers,
-        state.config.service_times.create,
-        |timing| match serde_json::from_slice::<Value>(&body) {
+    let service_time = state.config.service_times.create;
+    protected(&state, Route::Create, &headers, &uri, service_time, || {
+        match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(mut fields)) => {
                 fields.insert("id".into(), json!(1001 + (unix_now() % 1000)));
-                envelope(
-                    timing,
-                    StatusCode::CREATED,
-                    "Created.",
-                    Value::Object(fields),
-                    json!(1),
-                )
+                Reply::ok(StatusCode::CREATED, "Created.", Value::Object(fields), 1)
             }
-            _ => envelope(
-                timing,
-                StatusCode::BAD_REQUEST,
-                "Body must be a JSON object.",
-                Value::Null,
-                json!(0),
-            ),
-        },
-    )
+            _ => Reply::error(StatusCode::BAD_REQUEST, "Body must be a JSON object."),
+        }
+    })
     .await
 }
 
 async fn not_found(State(state): State<Arc<AppState>>) -> Response {
-    let timing = Timing::start();
+    let timing = Timing::start(state.reporting);
     state.respond(
         "other",
         envelope(
@@ -580,6 +1549,28 @@ async fn not_found(State(state): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state_with(faults: Faults) -> AppState {
+        let config = Config {
+            faults,
+            ..Config::default()
+        };
+        AppState::new(config, Arc::default())
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    fn faults(toml_text: &str) -> Result<Faults, String> {
+        let lines: Vec<String> = toml_text.lines().map(str::to_string).collect();
+        Faults::from_flag_lines(&lines)
+    }
 
     #[test]
     fn stall_waits_until_window_ends() {
@@ -601,28 +1592,129 @@ mod tests {
 
     #[test]
     fn issued_token_verifies_and_carries_exp() {
-        let state = AppState {
-            config: Config::default(),
-            secret: [7; 32],
-            next_token_id: AtomicU64::new(1),
-            stats: Arc::default(),
-            started: Instant::now(),
-        };
+        let state = state_with(Faults::default());
         let token = state.issue_token("user1@demo.test");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
-        assert_eq!(state.authorize(&headers), Ok(()));
+        let now = Instant::now();
+        assert_eq!(state.authorize(&bearer(&token), now), Ok(()));
         let exp = crate::api::jwt_expiry(&token).unwrap();
         assert!(exp >= unix_now() + 299);
-        let mut tampered = token.clone();
-        tampered.push('x');
-        headers.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {tampered}").parse().unwrap(),
+        let tampered = format!("{token}x");
+        assert_eq!(
+            state.authorize(&bearer(&tampered), now),
+            Err(Rejection::Invalid)
         );
-        assert_eq!(state.authorize(&headers), Err("Invalid token."));
+    }
+
+    #[test]
+    fn token_epoch_refuses_tokens_of_an_earlier_epoch() {
+        let state = state_with(Faults {
+            token_epoch: Some(TokenEpoch { every_s: 10.0 }),
+            ..Faults::default()
+        });
+        let token = state.issue_token("user1@demo.test");
+        let now = state.started;
+        assert_eq!(state.authorize(&bearer(&token), now), Ok(()));
+        let next_epoch = now + Duration::from_secs(10);
+        assert_eq!(
+            state.authorize(&bearer(&token), next_epoch),
+            Err(Rejection::OldEpoch)
+        );
+    }
+
+    #[test]
+    fn faults_hit_every_nth_request_with_one_body_fault() {
+        let faults = faults(
+            "http_error = { every = 2, status = 503 }\napp_error = { every = 3 }\nslow_headers = { every = 3, duration_ms = 5 }\ngzip = { every = 6 }",
+        )
+        .unwrap();
+        assert_eq!(faults.injection(1), Injection::default());
+        assert_eq!(
+            faults.injection(2).body,
+            Some(BodyFault::HttpError(503))
+        );
+        let third = faults.injection(3);
+        assert_eq!(third.body, Some(BodyFault::AppError(200)));
+        assert_eq!(third.header_delay, Duration::from_millis(5));
+        // 6 is picked by both body faults: the earlier in the order wins, and gzip adds to it.
+        let sixth = faults.injection(6);
+        assert_eq!(sixth.body, Some(BodyFault::HttpError(503)));
+        assert!(sixth.gzip);
+        assert_eq!(
+            sixth.faults().collect::<Vec<_>>(),
+            [Fault::SlowHeaders, Fault::HttpError, Fault::Gzip]
+        );
+    }
+
+    #[test]
+    fn redirects_and_dropped_bodies_are_not_compressed() {
+        let faults = faults("redirect = { every = 1 }\ngzip = { every = 1 }").unwrap();
+        assert_eq!(faults.injection(1).body, Some(BodyFault::Redirect));
+        assert!(!faults.injection(1).gzip);
+    }
+
+    #[test]
+    fn invalid_faults_name_the_key_and_the_fix() {
+        let cases = [
+            ("http_error = { every = 0 }", "`http_error.every` must be a whole number from 1"),
+            ("http_error = { every = 5, status = 404 }", "`http_error.status` must be a server error from 500 to 599, got 404"),
+            ("slow_headers = { every = 5, duration_ms = -1 }", "`slow_headers.duration_ms` must be above 0"),
+            ("stall = { every_s = 1, duration_ms = 1000 }", "`stall.duration_ms` (1000 ms) must be above 0 and shorter than `stall.every_s` (1 s)"),
+            ("redirect = { every = 5, hops = 0 }", "`redirect.hops` must be from 1 to 50, got 0"),
+            ("reject_logins = {}", "`reject_logins` selects no user"),
+            ("reject_logins = { users = [0] }", "demo users are numbered from 1"),
+            ("under_report_ms = -5", "`under_report_ms` must be from 0"),
+            ("clock_offset_s = 1e9", "`clock_offset_s` must be from -604800"),
+            ("token_epoch = { every_s = 0 }", "`token_epoch.every_s` must be above 0"),
+            ("duration_format = \"hex\"", "unknown variant `hex`"),
+            ("gzip = { every = 5, level = 9 }", "unknown field `level`"),
+        ];
+        for (text, expected) in cases {
+            let message = faults(text).unwrap_err();
+            assert!(message.contains(expected), "{text}: {message}");
+            assert!(message.starts_with("--fault: "), "{message}");
+        }
+    }
+
+    #[test]
+    fn duration_spellings() {
+        let text = |format| duration_text(0.002_034_117, format).map(|raw| raw.get().to_string());
+        assert_eq!(text(None).unwrap(), "0.002034117");
+        assert_eq!(text(Some(DurationFormat::Plain)).unwrap(), "0.002034");
+        assert_eq!(text(Some(DurationFormat::Exponent)).unwrap(), "2.034117e-3");
+        assert_eq!(text(Some(DurationFormat::String)).unwrap(), "\"0.002034117\"");
+        assert_eq!(text(Some(DurationFormat::Null)).unwrap(), "null");
+        assert_eq!(text(Some(DurationFormat::Missing)), None);
+        assert_eq!(
+            crate::api::parse_duration_seconds("2.034117e-3"),
+            crate::metrics::ServerTime::Reported(2_034)
+        );
+    }
+
+    #[test]
+    fn redirect_hops_keep_other_query_parameters() {
+        let uri: Uri = "/api/items?page=2&hop=1".parse().unwrap();
+        assert_eq!(redirect_hop(&uri), Some(1));
+        assert_eq!(with_hop(&uri, 2), "/api/items?page=2&hop=2");
+        let plain: Uri = "/api/items".parse().unwrap();
+        assert_eq!(redirect_hop(&plain), None);
+        assert_eq!(with_hop(&plain, 1), "/api/items?hop=1");
+    }
+
+    #[test]
+    fn large_data_reaches_its_size_and_parses() {
+        let large = LargeData::build(10_000);
+        assert!(large.items.get().len() >= 10_000);
+        let items: Vec<Value> = serde_json::from_str(large.items.get()).unwrap();
+        assert_eq!(items.len() as u64, large.count);
+    }
+
+    #[test]
+    fn rejected_users_by_list_and_by_step() {
+        let reject = RejectLogins {
+            users: vec![2],
+            every: Some(5),
+        };
+        let rejected: Vec<u64> = (1..=10).filter(|&n| reject.rejects(n)).collect();
+        assert_eq!(rejected, [2, 5, 10]);
     }
 }

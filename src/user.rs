@@ -182,8 +182,10 @@ impl VirtualUser {
     }
 
     /// Closed model: starts at `start`, loops until `stop_at` or the stop
-    /// signal. With pacing, iteration `k` is due at `start + k * pacing`; a
-    /// late iteration starts at once and the corrected view accounts for it.
+    /// signal. With pacing, each iteration is due one pacing interval after
+    /// the previous one was due, or at once when the previous one overran;
+    /// the corrected view (`record_correct`) adds the iterations an overrun
+    /// prevented.
     pub async fn run_closed(mut self, plan: ClosedRun) {
         if !self.sleep_until(plan.start).await {
             return;
@@ -212,7 +214,10 @@ impl VirtualUser {
                     .await;
             }
             if let Some(pacing) = plan.pacing {
-                due += pacing;
+                // No catch-up: after an overrun the next iteration starts at
+                // once and the schedule restarts from there. The iterations
+                // that could not start are added by the correction instead.
+                due = (due + pacing).max(Instant::now());
                 self.sleep_until(due.min(plan.stop_at)).await;
             }
         }

@@ -12,7 +12,7 @@ use parallax::target::Stall;
 
 fn stalling_target() -> parallax::target::Config {
     let mut config = constant_target(2.0, Duration::from_secs(300));
-    config.stall = Some(Stall {
+    config.faults.stall = Some(Stall {
         every: Duration::from_secs(5),
         length: Duration::from_secs(1),
     });

@@ -115,6 +115,11 @@ async fn client_p50_at_least_server_p50() {
             "{}: client p50 {client} < server p50 {server}",
             endpoint.name
         );
+        // Logins open the connections, so their overhead includes TCP set-up;
+        // requests reuse the connections.
+        if endpoint.name == "login" {
+            continue;
+        }
         let overhead = endpoint.overhead_ms.p50_ms.unwrap();
         assert!(
             overhead > -0.01 && overhead < 5.0,

@@ -10,6 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::engine::{IntervalRow, RunResult, INTERVAL};
+use crate::metrics::SignedHistogram;
 
 use super::Summary;
 
@@ -17,16 +18,19 @@ use super::Summary;
 pub const CHART_SIZE: (u32, u32) = (1200, 700);
 
 /// The chart files `write_all` produces.
-pub const CHART_FILES: [&str; 3] = [
+pub const CHART_FILES: [&str; 5] = [
     "latency_over_time.png",
     "latency_distribution.png",
     "throughput.png",
+    "overhead.png",
+    "endpoints.png",
 ];
 
 const CLIENT_COLOR: RGBColor = RGBColor(31, 119, 180);
 const SERVER_COLOR: RGBColor = RGBColor(44, 160, 44);
 const ERROR_COLOR: RGBColor = RGBColor(214, 39, 40);
 const CORRECTED_COLOR: RGBColor = RGBColor(255, 127, 14);
+const OVERHEAD_COLOR: RGBColor = RGBColor(148, 103, 189);
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -80,6 +84,14 @@ pub fn render_all(
         (
             CHART_FILES[2],
             render(|area| throughput(area, result, &subtitle))?,
+        ),
+        (
+            CHART_FILES[3],
+            render(|area| overhead(area, result, &all.overhead, &subtitle))?,
+        ),
+        (
+            CHART_FILES[4],
+            render(|area| endpoints(area, result, summary))?,
         ),
     ])
 }
@@ -318,6 +330,161 @@ fn latency_distribution(
         .draw()?;
     if empty {
         note_no_data(area, "successful request")?;
+    }
+    Ok(())
+}
+
+/// Two panels: the overhead's percentile spectrum (negative values
+/// included) and its p50 and p99 over time.
+fn overhead(
+    area: &Area<'_>,
+    result: &RunResult,
+    histogram: &SignedHistogram,
+    subtitle: &str,
+) -> DrawResult {
+    let (title, panels) = area.split_vertically(50);
+    title.titled(
+        &format!("Overhead: client time minus server time, successful requests ({subtitle})"),
+        ("sans-serif", 22),
+    )?;
+    let (left, right) = panels.split_horizontally(CHART_SIZE.0 / 2);
+
+    let samples = histogram.len().max(10);
+    let x_max = (samples as f64).log10().floor().clamp(1.0, 5.0);
+    let spectrum: Vec<(f64, f64)> = if histogram.is_empty() {
+        Vec::new()
+    } else {
+        (0..=200)
+            .filter_map(|step| {
+                let x = x_max * f64::from(step) / 200.0;
+                let us = histogram.value_at_quantile(1.0 - 10_f64.powf(-x))?;
+                Some((x, us as f64 / 1000.0))
+            })
+            .collect()
+    };
+    let (y_min, y_max) = signed_range(spectrum.iter().map(|point| point.1));
+    let mut chart = ChartBuilder::on(&left)
+        .caption("distribution", ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(0.0..x_max, y_min..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile (log scale)")
+        .y_desc("overhead (ms)")
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&percentile_label)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        spectrum.clone(),
+        OVERHEAD_COLOR.stroke_width(2),
+    ))?;
+
+    let p50 = series(result, |row, _| row.overhead.p50_ms);
+    let p99 = series(result, |row, _| row.overhead.p99_ms);
+    let x_end = axis_max(result.intervals.iter().map(|snapshot| snapshot.end_s));
+    let (y_min, y_max) = signed_range(p50.iter().chain(&p99).map(|point| point.1));
+    let mut chart = ChartBuilder::on(&right)
+        .caption("over time", ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(0.0..x_end, y_min..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("elapsed time (s)")
+        .y_desc("overhead (ms)")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    let empty = spectrum.is_empty() && p50.is_empty();
+    for (label, points, width) in [("p50", p50, 2), ("p99", p99, 1)] {
+        let style = OVERHEAD_COLOR.stroke_width(width);
+        chart
+            .draw_series(LineSeries::new(points, style))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    if empty {
+        note_no_data(area, "server time")?;
+    }
+    Ok(())
+}
+
+/// An axis range that holds every value and zero, with a margin.
+fn signed_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (min, max) = values.fold((0.0_f64, 0.0_f64), |(min, max), value| {
+        (min.min(value), max.max(value))
+    });
+    let margin = ((max - min) * 0.1).max(0.1);
+    (if min < 0.0 { min - margin } else { 0.0 }, max + margin)
+}
+
+/// Small multiples: client vs server percentile spectrum for each endpoint.
+fn endpoints(area: &Area<'_>, result: &RunResult, summary: &Summary) -> DrawResult {
+    let (title, grid) = area.split_vertically(50);
+    title.titled(
+        &format!(
+            "Client vs server latency by endpoint, successful requests ({})",
+            summary.scenario.name
+        ),
+        ("sans-serif", 22),
+    )?;
+    let count = result.endpoints.len();
+    let columns = count.clamp(1, 3);
+    let rows = count.div_ceil(columns);
+    for ((info, stats), cell) in result
+        .endpoints
+        .iter()
+        .zip(&result.totals.endpoints)
+        .zip(grid.split_evenly((rows, columns)))
+    {
+        let samples = stats.client_ok.len().max(10);
+        let x_max = (samples as f64).log10().floor().clamp(1.0, 4.0);
+        let client = spectrum(&stats.client_ok, x_max);
+        let server = spectrum(&stats.server_ok, x_max);
+        let y_max = axis_max(client.iter().chain(&server).map(|point| point.1));
+        let mut chart = ChartBuilder::on(&cell)
+            .caption(
+                format!("{} ({} {})", info.name, info.method, info.path),
+                ("sans-serif", 15),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .x_labels(x_max as usize + 1)
+            .x_label_formatter(&percentile_label)
+            .label_style(("sans-serif", 12))
+            .draw()?;
+        for (label, points, color) in [
+            ("client raw", client, CLIENT_COLOR),
+            ("server", server, SERVER_COLOR),
+        ] {
+            let style = color.stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(points, style))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()?;
     }
     Ok(())
 }
