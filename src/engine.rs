@@ -249,7 +249,11 @@ pub fn endpoint_list(plan: &Plan) -> Vec<EndpointInfo> {
 }
 
 fn build_client(plan: &Plan) -> Result<reqwest::Client, SetupError> {
+    if plan.insecure_skip_tls_verify {
+        eprintln!("WARNING: TLS certificate verification is OFF (target.insecure_skip_tls_verify = true): any server can pose as the target and read the credentials");
+    }
     reqwest::Client::builder()
+        .danger_accept_invalid_certs(plan.insecure_skip_tls_verify)
         // A load test measures the target itself, never a proxy picked up from the environment.
         .no_proxy()
         .timeout(plan.request_timeout)
@@ -273,6 +277,12 @@ async fn run_against(
     options: &RunOptions,
     base_url: &str,
 ) -> Result<RunResult, SetupError> {
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(warning) = plain_http_warning(base_url) {
+        eprintln!("warning: {warning}");
+    }
     let endpoints = endpoint_list(&plan);
     let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
     let client = build_client(&plan)?;
@@ -407,6 +417,24 @@ async fn drive_load(
         }
     }
     partial_reason
+}
+
+/// A warning for credentials about to cross a network unencrypted: plain
+/// HTTP to a host that is not on loopback.
+pub fn plain_http_warning(base_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(base_url).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    (!loopback).then(|| {
+        format!("{base_url} is plain HTTP to a host that is not on loopback: passwords and tokens will cross the network unencrypted. Use https:// where you can.")
+    })
 }
 
 fn setup_error(
@@ -866,5 +894,24 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_warns_off_loopback_only() {
+        for quiet in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:80",
+            "https://example.test",
+        ] {
+            assert_eq!(plain_http_warning(quiet), None, "{quiet}");
+        }
+        assert!(plain_http_warning("http://api.example.test").is_some());
+        assert!(plain_http_warning("http://10.1.2.3:8080").is_some());
     }
 }

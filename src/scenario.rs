@@ -80,6 +80,8 @@ struct ResponseSection {
 struct TargetSection {
     base_url: Spanned<String>,
     embedded: Option<Spanned<EmbeddedSection>>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,6 +316,10 @@ pub struct Plan {
     /// The zone of `apiCost.start` and `finish`; `None` assumes the client's local zone.
     pub server_clock_utc_offset: Option<chrono::FixedOffset>,
     pub response: ResponseRules,
+    /// Accept any TLS certificate. Off by default; the run warns when on.
+    pub insecure_skip_tls_verify: bool,
+    /// Problems worth telling the user that do not stop the run.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -472,7 +478,28 @@ impl Resolver<'_> {
             server_time,
             server_clock_utc_offset,
             response,
+            insecure_skip_tls_verify: file.target.insecure_skip_tls_verify,
+            warnings: self.literal_secrets(),
         })
+    }
+
+    /// Warns about keys that look like secrets and hold literal text (in a
+    /// request body, say). Credentials belong in a CSV file or the environment.
+    fn literal_secrets(&self) -> Vec<String> {
+        let Ok(document) = self.source.text.parse::<toml::Table>() else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        find_secret_keys(&toml::Value::Table(document), "", &mut found);
+        found
+            .into_iter()
+            .map(|key| {
+                format!(
+                    "{}: `{key}` holds a literal secret. parallax keeps it out of its output, but the file does not: prefer login.credentials (a CSV file or environment variables).",
+                    self.source.path.display()
+                )
+            })
+            .collect()
     }
 
     fn server_time_source(
@@ -702,8 +729,10 @@ impl Resolver<'_> {
         }
         if let Some(faults) = &embedded.faults {
             faults.get_ref().validate().map_err(|problem| {
-                self.source
-                    .error(&faults.span(), format!("`target.embedded.faults`: {problem}"))
+                self.source.error(
+                    &faults.span(),
+                    format!("`target.embedded.faults`: {problem}"),
+                )
             })?;
             config.faults = faults.get_ref().clone();
         }
@@ -1288,6 +1317,40 @@ fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
                 .collect::<Result<_, String>>()?,
         ),
     })
+}
+
+/// Collects the dotted paths of string values under keys that name a secret.
+fn find_secret_keys(value: &toml::Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, child) in table {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                let lower = key.to_ascii_lowercase();
+                let secret_name = ["password", "passwd", "secret", "token", "api_key", "apikey"]
+                    .iter()
+                    .any(|word| lower.contains(word));
+                if secret_name
+                    && matches!(child, toml::Value::String(text) if !text.is_empty())
+                    && !lower.ends_with("_env")
+                    && lower != "token_pointer"
+                {
+                    found.push(child_path);
+                } else {
+                    find_secret_keys(child, &child_path, found);
+                }
+            }
+        }
+        toml::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                find_secret_keys(item, &format!("{path}[{index}]"), found);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Keeps a scenario name safe as part of a folder name.

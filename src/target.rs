@@ -156,8 +156,9 @@ pub struct Faults {
     /// Shifts `apiCost.start` and `finish` by this many seconds (may be
     /// negative or fractional), as a server clock that is off would.
     pub clock_offset_s: Option<f64>,
-    /// Adds `Server-Timing: db;dur=<service ms>, app;dur=<reported ms>` to
-    /// every envelope response.
+    /// Adds `Server-Timing: db;dur=<ms>, app;dur=<ms>` to every envelope
+    /// response: `db` is the injected wait (`stall`, `slow_service`), `app`
+    /// the rest of the reported time, so the two add up to `apiCost.duration`.
     #[serde(default)]
     pub server_timing: bool,
     /// How `apiCost.duration` is written; unset, serde_json's own spelling.
@@ -487,9 +488,14 @@ impl Faults {
     pub fn from_flag_lines(lines: &[String]) -> Result<Faults, String> {
         let faults: Faults = toml::from_str(&lines.join("\n")).map_err(|error| {
             let message = error.message().lines().map(str::trim).collect::<Vec<_>>();
+            let message = message.join(" ");
+            // Messages from the checks start with the key and say the fix already.
+            if message.starts_with('`') {
+                return format!("--fault: {message}");
+            }
             format!(
                 "--fault: {}. Write each as KEY = VALUE, e.g. --fault 'http_error = {{ every = 10, status = 503 }}'; docs/reliability.md lists the keys.",
-                message.join(" ").trim_end_matches('.')
+                message.trim_end_matches('.')
             )
         })?;
         faults
@@ -553,10 +559,7 @@ impl Faults {
         } else {
             None
         };
-        let encodable = !matches!(
-            body,
-            Some(BodyFault::Redirect | BodyFault::DropMidBody(_))
-        );
+        let encodable = !matches!(body, Some(BodyFault::Redirect | BodyFault::DropMidBody(_)));
         Injection {
             extra_service: delay(&self.slow_service),
             header_delay: delay(&self.slow_headers),
@@ -899,8 +902,9 @@ struct Timing {
     wall: chrono::DateTime<chrono::Local>,
     started: Instant,
     elapsed: Option<Duration>,
-    /// The service time drawn for this request, for `Server-Timing: db`.
-    work: Duration,
+    /// The injected part of the time spent (`stall`, `slow_service`),
+    /// reported as `Server-Timing: db`.
+    injected_wait: Duration,
     reporting: Reporting,
 }
 
@@ -910,7 +914,7 @@ impl Timing {
             wall: chrono::Local::now() + reporting.clock_offset,
             started: Instant::now(),
             elapsed: None,
-            work: Duration::ZERO,
+            injected_wait: Duration::ZERO,
             reporting,
         }
     }
@@ -1015,10 +1019,12 @@ fn json_response(timing: &Timing, status: StatusCode, body: impl Into<Body>) -> 
     )
         .into_response();
     if timing.reporting.server_timing {
+        let reported = timing.reported();
+        let db = timing.injected_wait.min(reported);
         let value = format!(
             "db;dur={:.3}, app;dur={:.3}",
-            timing.work.as_secs_f64() * 1000.0,
-            timing.reported().as_secs_f64() * 1000.0
+            db.as_secs_f64() * 1000.0,
+            (reported - db).as_secs_f64() * 1000.0
         );
         response.headers_mut().insert(
             "server-timing",
@@ -1341,10 +1347,9 @@ impl AppState {
             return json_response(timing, status, body);
         }
         let mut response = json_response(timing, status, gzip(&body));
-        response.headers_mut().insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         response
     }
 }
@@ -1357,12 +1362,12 @@ struct LoginBody {
 
 async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let mut timing = Timing::start(state.reporting);
-    timing.work = state
+    let service_time = state
         .config
         .service_times
         .login
         .sample(&mut rand::thread_rng());
-    serve_for(timing.work, timing.started).await;
+    serve_for(service_time, timing.started).await;
     timing.finish();
 
     let Ok(body) = serde_json::from_slice::<LoginBody>(&body) else {
@@ -1457,12 +1462,9 @@ async fn protected(
     if !stalled.is_zero() {
         state.stats.count_fault(route.name(), Fault::Stall);
     }
-    timing.work = service_time.sample(&mut rand::thread_rng());
-    serve_for(
-        stalled + injection.extra_service + timing.work,
-        timing.started,
-    )
-    .await;
+    timing.injected_wait = stalled + injection.extra_service;
+    let wait = timing.injected_wait + service_time.sample(&mut rand::thread_rng());
+    serve_for(wait, timing.started).await;
     timing.finish();
     let hops = state.config.faults.redirect.map_or(0, |fault| fault.hops);
     let next_hop = match (injection.body, hop) {
@@ -1484,11 +1486,7 @@ async fn protected(
     state.respond(route.name(), response)
 }
 
-async fn list_items(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn list_items(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
     let service_time = state.config.service_times.list;
     protected(&state, Route::List, &headers, &uri, service_time, || {
         let items: Vec<Value> = (1..=10).map(item).collect();
@@ -1504,12 +1502,17 @@ async fn item_detail(
     uri: Uri,
 ) -> Response {
     let service_time = state.config.service_times.detail;
-    protected(&state, Route::Detail, &headers, &uri, service_time, || {
-        match id.parse::<u64>() {
+    protected(
+        &state,
+        Route::Detail,
+        &headers,
+        &uri,
+        service_time,
+        || match id.parse::<u64>() {
             Ok(id @ 1..=1000) => Reply::ok(StatusCode::OK, "Success.", item(id), 1),
             _ => Reply::error(StatusCode::NOT_FOUND, "Item not found."),
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -1520,15 +1523,20 @@ async fn create_item(
     body: Bytes,
 ) -> Response {
     let service_time = state.config.service_times.create;
-    protected(&state, Route::Create, &headers, &uri, service_time, || {
-        match serde_json::from_slice::<Value>(&body) {
+    protected(
+        &state,
+        Route::Create,
+        &headers,
+        &uri,
+        service_time,
+        || match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(mut fields)) => {
                 fields.insert("id".into(), json!(1001 + (unix_now() % 1000)));
                 Reply::ok(StatusCode::CREATED, "Created.", Value::Object(fields), 1)
             }
             _ => Reply::error(StatusCode::BAD_REQUEST, "Body must be a JSON object."),
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -1628,10 +1636,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(faults.injection(1), Injection::default());
-        assert_eq!(
-            faults.injection(2).body,
-            Some(BodyFault::HttpError(503))
-        );
+        assert_eq!(faults.injection(2).body, Some(BodyFault::HttpError(503)));
         let third = faults.injection(3);
         assert_eq!(third.body, Some(BodyFault::AppError(200)));
         assert_eq!(third.header_delay, Duration::from_millis(5));
@@ -1681,7 +1686,10 @@ mod tests {
         assert_eq!(text(None).unwrap(), "0.002034117");
         assert_eq!(text(Some(DurationFormat::Plain)).unwrap(), "0.002034");
         assert_eq!(text(Some(DurationFormat::Exponent)).unwrap(), "2.034117e-3");
-        assert_eq!(text(Some(DurationFormat::String)).unwrap(), "\"0.002034117\"");
+        assert_eq!(
+            text(Some(DurationFormat::String)).unwrap(),
+            "\"0.002034117\""
+        );
         assert_eq!(text(Some(DurationFormat::Null)).unwrap(), "null");
         assert_eq!(text(Some(DurationFormat::Missing)), None);
         assert_eq!(
