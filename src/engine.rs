@@ -226,7 +226,7 @@ async fn start_target(
         TargetPlan::Url(url) => Ok((url.clone(), None)),
         TargetPlan::Embedded(config) => {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let target = DemoTarget::start(config.clone(), addr)
+            let target = DemoTarget::start((**config).clone(), addr)
                 .await
                 .map_err(SetupError::EmbeddedTarget)?;
             Ok((target.base_url(), Some(target)))

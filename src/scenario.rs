@@ -234,7 +234,7 @@ pub enum TargetPlan {
     /// A server at this base URL (scheme, host and port, no trailing slash).
     Url(String),
     /// The embedded demo target, started on a free loopback port for the run.
-    Embedded(target::Config),
+    Embedded(Box<target::Config>),
 }
 
 /// One user's login credentials.
@@ -668,7 +668,9 @@ impl Resolver<'_> {
                 .embedded
                 .as_ref()
                 .map_or(&default, |section| section.get_ref());
-            return Ok(TargetPlan::Embedded(self.resolve_embedded(embedded)?));
+            return Ok(TargetPlan::Embedded(Box::new(
+                self.resolve_embedded(embedded)?,
+            )));
         }
         if let Some(section) = &target.embedded {
             return Err(self.source.error(

@@ -1692,10 +1692,6 @@ mod tests {
         );
         assert_eq!(text(Some(DurationFormat::Null)).unwrap(), "null");
         assert_eq!(text(Some(DurationFormat::Missing)), None);
-        assert_eq!(
-            crate::api::parse_duration_seconds("2.034117e-3"),
-            crate::metrics::ServerTime::Reported(2_034)
-        );
     }
 
     #[test]
