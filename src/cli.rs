@@ -55,6 +55,12 @@ pub enum Command {
         /// The scenario TOML file.
         scenario: PathBuf,
     },
+    /// Rebuild the reports of a run from the journal in its report folder,
+    /// for a run that was killed before it could write them.
+    Report {
+        /// The run's report folder (it holds journal.jsonl).
+        dir: PathBuf,
+    },
     /// Serve the embedded demo target until Ctrl-C.
     Serve(ServeArgs),
 }
@@ -120,6 +126,13 @@ pub async fn execute(cli: Cli) -> i32 {
                 exit_code::BAD_INPUT
             }
         },
+        Command::Report { dir } => match crate::journal::rebuild(&dir) {
+            Ok(result) => finish_report(&result, &dir),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                exit_code::BAD_INPUT
+            }
+        },
         Command::Serve(args) => serve(args).await,
     }
 }
@@ -138,8 +151,11 @@ async fn run(args: RunArgs) -> i32 {
             return exit_code::BAD_INPUT;
         }
     }
-    let report_base = args.out.clone().unwrap_or_else(|| plan.output_dir.clone());
-    if let Err(message) = check_report_folder(&report_base, args.out.is_some()) {
+    // The folder is fixed before the run, because the journal is written into it as the run goes.
+    let dir = args.out.clone().unwrap_or_else(|| {
+        report::default_report_dir(&plan.output_dir, &plan.name, chrono::Utc::now())
+    });
+    if let Err(message) = check_report_folder(&dir, args.out.is_some()) {
         eprintln!("error: {message}");
         return exit_code::BAD_INPUT;
     }
@@ -152,6 +168,7 @@ async fn run(args: RunArgs) -> i32 {
         },
         handle_signals: true,
         seed: args.seed,
+        journal_dir: Some(dir.clone()),
         ..RunOptions::default()
     };
     let result = match engine::run(plan, options).await {
@@ -161,17 +178,16 @@ async fn run(args: RunArgs) -> i32 {
             return exit_code::SETUP_FAILED;
         }
     };
-    let summary = Summary::new(&result);
-    let dir = args.out.clone().unwrap_or_else(|| {
-        report::default_report_dir(
-            &result.plan.output_dir,
-            &result.plan.name,
-            result.started_at,
-        )
-    });
-    let written = report::write_all(&result, &summary, &dir)
+    finish_report(&result, &dir)
+}
+
+/// Writes the reports of `result` into `dir`, prints the summary, and
+/// returns the exit code.
+fn finish_report(result: &engine::RunResult, dir: &std::path::Path) -> i32 {
+    let summary = Summary::new(result);
+    let written = report::write_all(result, &summary, dir)
         .with_context(|| format!("writing the reports to {}", dir.display()));
-    report::print_summary(&summary, Some(&dir));
+    report::print_summary(&summary, Some(dir));
     if let Err(error) = written {
         eprintln!("error: {error:#}");
         return exit_code::REPORT_FAILED;

@@ -14,6 +14,7 @@
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock;
+use crate::journal::Journal;
 use crate::load::{ClosedModel, LoadModel, OpenModel, Phase};
 use crate::metrics::{LoginReason, NotSentReason, Percentiles, Recorder, Sample, StatsSet};
 use crate::scenario::{Plan, TargetPlan};
@@ -52,6 +54,8 @@ pub enum SetupError {
     Client(String),
     #[error("cannot reach the target at {url}: {detail}. Check that the server is running and that target.base_url (or --target) is right.")]
     Unreachable { url: String, detail: String },
+    #[error("cannot start the run journal: {0:#}")]
+    Journal(anyhow::Error),
     #[error("the first login ({username} at {url}) failed: {detail}. Check the credentials and the [login] settings: path, username_field, password_field, token_pointer.")]
     LoginRejected {
         username: String,
@@ -94,6 +98,8 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Seed of the request mix; the same seed picks the same requests.
     pub seed: u64,
+    /// Write the run journal into this folder as the run goes.
+    pub journal_dir: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -104,6 +110,7 @@ impl Default for RunOptions {
             interrupt: CancellationToken::new(),
             handle_signals: false,
             seed: 1,
+            journal_dir: None,
         }
     }
 }
@@ -133,7 +140,7 @@ pub struct IntervalRow {
 }
 
 impl IntervalRow {
-    fn of(stats: &crate::metrics::EndpointStats) -> Self {
+    pub fn of(stats: &crate::metrics::EndpointStats) -> Self {
         IntervalRow {
             requests: stats.outcomes.sent(),
             ok: stats.outcomes.ok,
@@ -312,6 +319,12 @@ async fn run_against(
         ));
     }
 
+    let journal = match &options.journal_dir {
+        Some(dir) => {
+            Some(Journal::create(dir, &plan, base_url, started_at).map_err(SetupError::Journal)?)
+        }
+        None => None,
+    };
     let load_start = Arc::new(OnceLock::new());
     let collector_done = CancellationToken::new();
     let collector = tokio::spawn(collect(
@@ -321,6 +334,7 @@ async fn run_against(
         Arc::clone(&load_start),
         plan.load.clone(),
         options.progress,
+        journal,
         collector_done.clone(),
     ));
 
@@ -353,7 +367,12 @@ async fn run_against(
 
     let elapsed = run_start.elapsed();
     collector_done.cancel();
-    let (totals, intervals) = collector.await.expect("the collector task does not panic");
+    let (totals, intervals, journal) = collector.await.expect("the collector task does not panic");
+    if let Some(mut journal) = journal {
+        if let Err(error) = journal.end(elapsed, load_elapsed, partial_reason.as_deref()) {
+            eprintln!("warning: {error:#}");
+        }
+    }
     let generator = generator_report(
         &plan.load,
         &totals,
@@ -656,6 +675,19 @@ fn closed_target_rate(model: &ClosedModel) -> Option<f64> {
     Some(rate)
 }
 
+/// The generator report of a run rebuilt from its journal, which does not
+/// keep the dispatcher's own counts.
+pub fn generator_report_from_totals(
+    load: &LoadModel,
+    totals: &StatsSet,
+    load_elapsed: Duration,
+    partial: bool,
+) -> GeneratorReport {
+    let counts = DispatchCounts::default();
+    counts.users_started.store(load.users(), Ordering::Relaxed);
+    generator_report(load, totals, &counts, load_elapsed, partial)
+}
+
 fn generator_report(
     load: &LoadModel,
     totals: &StatsSet,
@@ -782,8 +814,9 @@ async fn collect(
     load_start: Arc<OnceLock<Instant>>,
     load: LoadModel,
     progress: ProgressMode,
+    mut journal: Option<Journal>,
     done: CancellationToken,
-) -> (StatsSet, Vec<IntervalSnapshot>) {
+) -> (StatsSet, Vec<IntervalSnapshot>, Option<Journal>) {
     let mut totals = StatsSet::new(endpoint_count);
     let mut interval = StatsSet::new(endpoint_count);
     let mut snapshots = Vec::new();
@@ -811,6 +844,15 @@ async fn collect(
             all: IntervalRow::of(&interval.combined_requests()),
             clock: interval.clock_best,
         };
+        if let Some(writer) = &mut journal {
+            if let Err(error) =
+                writer.interval(snapshot.start_s, snapshot.end_s, snapshot.phase, &interval)
+            {
+                // The run goes on; only a killed process would miss the journal.
+                eprintln!("warning: {error:#}; the journal stops here");
+                journal = None;
+            }
+        }
         totals.merge(&interval);
         interval.reset();
         interval_start = now;
@@ -820,7 +862,7 @@ async fn collect(
         }
         if finished {
             display.finish();
-            return (totals, snapshots);
+            return (totals, snapshots, journal);
         }
     }
 }

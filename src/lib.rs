@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod engine;
+pub mod journal;
 pub mod load;
 pub mod metrics;
 pub mod report;

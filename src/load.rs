@@ -273,7 +273,7 @@ pub enum ArrivalProcess {
 }
 
 /// The phase of a run, shown in the progress display and tagged in the time series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Users log in before the load starts.

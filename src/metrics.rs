@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Index of the login endpoint in every endpoint list; the scenario's requests follow it.
 pub const LOGIN_ENDPOINT: usize = 0;
@@ -94,7 +94,7 @@ pub enum MissingReason {
 }
 
 /// Responses without a usable server time, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissingCounts {
     pub not_json: u64,
     pub absent: u64,
@@ -189,7 +189,7 @@ pub struct ResponseDetails {
 /// against the middle of the client's send..receive. The true offset lies
 /// within `bound_us` of `offset_us`: half the time the client waited beyond
 /// the server's own span, plus the timestamps' millisecond resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClockSample {
     pub offset_us: i64,
     pub bound_us: u64,
@@ -237,7 +237,7 @@ pub enum Correction {
 }
 
 /// Counts of outcomes for one endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeCounts {
     pub ok: u64,
     /// HTTP errors by status code.
@@ -565,7 +565,7 @@ impl EndpointStats {
 }
 
 /// Login attempts, counted apart from the login endpoint's latency.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginCounts {
     /// First logins, one per virtual user that got a token.
     pub initial: u64,
@@ -676,6 +676,114 @@ impl StatsSet {
             all.merge(endpoint);
         }
         all
+    }
+}
+
+/// A [`StatsSet`] as written to the run journal: counts as they are,
+/// histograms in the HdrHistogram V2 compressed format, base64-encoded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsRecord {
+    endpoints: Vec<EndpointRecord>,
+    logins: LoginCounts,
+    schedule_lag: String,
+    clock_best: Option<ClockSample>,
+    clock_samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EndpointRecord {
+    outcomes: OutcomeCounts,
+    /// client_ok, corrected_ok, client_error, server_ok, server_error,
+    /// overhead (positive), overhead (negative magnitudes).
+    histograms: [String; 7],
+    server_time_missing: MissingCounts,
+    status_code_mismatch: u64,
+    api_cost_mismatch: u64,
+    clamped: u64,
+}
+
+fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(histogram, &mut bytes)
+        .expect("serialising into memory does not fail");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|error| format!("invalid base64: {error}"))?;
+    let mut histogram: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|error| format!("invalid histogram: {error:?}"))?;
+    histogram.auto(true);
+    Ok(histogram)
+}
+
+impl StatsSet {
+    pub fn to_record(&self) -> StatsRecord {
+        StatsRecord {
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|stats| EndpointRecord {
+                    outcomes: stats.outcomes.clone(),
+                    histograms: [
+                        encode_histogram(&stats.client_ok),
+                        encode_histogram(&stats.corrected_ok),
+                        encode_histogram(&stats.client_error),
+                        encode_histogram(&stats.server_ok),
+                        encode_histogram(&stats.server_error),
+                        encode_histogram(&stats.overhead.positive),
+                        encode_histogram(&stats.overhead.negative),
+                    ],
+                    server_time_missing: stats.server_time_missing,
+                    status_code_mismatch: stats.status_code_mismatch,
+                    api_cost_mismatch: stats.api_cost_mismatch,
+                    clamped: stats.clamped,
+                })
+                .collect(),
+            logins: self.logins,
+            schedule_lag: encode_histogram(&self.schedule_lag),
+            clock_best: self.clock_best,
+            clock_samples: self.clock_samples,
+        }
+    }
+
+    /// Rebuilds a set from its journal record; fails on a damaged record.
+    pub fn from_record(record: &StatsRecord) -> Result<StatsSet, String> {
+        let mut endpoints = Vec::with_capacity(record.endpoints.len());
+        for endpoint in &record.endpoints {
+            let [client_ok, corrected_ok, client_error, server_ok, server_error, positive, negative] =
+                &endpoint.histograms;
+            endpoints.push(EndpointStats {
+                outcomes: endpoint.outcomes.clone(),
+                client_ok: decode_histogram(client_ok)?,
+                corrected_ok: decode_histogram(corrected_ok)?,
+                client_error: decode_histogram(client_error)?,
+                server_ok: decode_histogram(server_ok)?,
+                server_error: decode_histogram(server_error)?,
+                overhead: SignedHistogram {
+                    positive: decode_histogram(positive)?,
+                    negative: decode_histogram(negative)?,
+                },
+                server_time_missing: endpoint.server_time_missing,
+                status_code_mismatch: endpoint.status_code_mismatch,
+                api_cost_mismatch: endpoint.api_cost_mismatch,
+                clamped: endpoint.clamped,
+            });
+        }
+        Ok(StatsSet {
+            endpoints,
+            logins: record.logins,
+            schedule_lag: decode_histogram(&record.schedule_lag)?,
+            clock_best: record.clock_best,
+            clock_samples: record.clock_samples,
+        })
     }
 }
 
@@ -887,6 +995,31 @@ mod tests {
         assert!(set.endpoints[0].corrected_ok.max() >= 502_000);
         assert_eq!(set.schedule_lag.len(), 1);
         assert!(set.schedule_lag.max() >= 500_000);
+    }
+
+    #[test]
+    fn journal_record_round_trips() {
+        let mut set = StatsSet::new(2);
+        let mut ok = sample(Outcome::Ok, 12_345, ServerTime::Reported(10_000));
+        ok.endpoint = 1;
+        set.record(&ok);
+        let mut fast = sample(Outcome::Ok, 900, ServerTime::Reported(1_000));
+        fast.endpoint = 1;
+        set.record(&fast);
+        set.record(&sample(
+            Outcome::HttpError(503),
+            50_000,
+            ServerTime::Missing(MissingReason::Null),
+        ));
+        set.record_login(0, LoginReason::Initial, true);
+        let json = serde_json::to_string(&set.to_record()).unwrap();
+        let back = StatsSet::from_record(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back.endpoints[1].outcomes, set.endpoints[1].outcomes);
+        assert_eq!(back.endpoints[1].client_ok, set.endpoints[1].client_ok);
+        assert_eq!(back.endpoints[1].overhead.negative_count(), 1);
+        assert_eq!(back.endpoints[0].client_error.len(), 1);
+        assert_eq!(back.endpoints[0].server_time_missing.null, 1);
+        assert_eq!(back.logins.initial, 1);
     }
 
     #[test]

@@ -93,7 +93,9 @@ struct EmbeddedSection {
     endpoints: BTreeMap<Spanned<String>, Spanned<Distribution>>,
     stall: Option<Spanned<StallSection>>,
     /// Fault injection and test behaviours; docs/reliability.md lists them.
-    faults: Option<Spanned<target::Faults>>,
+    /// Not `Spanned`: toml cannot give a span to a table that dotted keys
+    /// create, and rejects `Spanned` there.
+    faults: Option<target::Faults>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +305,10 @@ pub struct Checks {
 pub struct Plan {
     pub name: String,
     pub source: PathBuf,
+    /// The scenario, re-serialised with the values of secret-looking keys
+    /// replaced, kept for the run journal. Credentials are never in it: they
+    /// come from a CSV file or the environment.
+    pub source_text: String,
     pub target: TargetPlan,
     pub login: LoginPlan,
     pub requests: Vec<RequestPlan>,
@@ -348,7 +354,24 @@ impl Plan {
         let source = Source { path, text };
         let file: ScenarioFile =
             toml::from_str(text).map_err(|error| source.parse_error(&error))?;
-        Resolver { source }.resolve(file)
+        Resolver {
+            source,
+            without_credentials: false,
+        }
+        .resolve(file)
+    }
+
+    /// Validates scenario text without reading its credentials, for
+    /// rebuilding the report of a run from its journal.
+    pub fn parse_for_report(text: &str, path: &Path) -> Result<Plan, ScenarioError> {
+        let source = Source { path, text };
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|error| source.parse_error(&error))?;
+        Resolver {
+            source,
+            without_credentials: true,
+        }
+        .resolve(file)
     }
 }
 
@@ -428,6 +451,8 @@ impl Source<'_> {
 
 struct Resolver<'a> {
     source: Source<'a>,
+    /// Skip reading credentials: for rebuilding a report, which sends nothing.
+    without_credentials: bool,
 }
 
 impl Resolver<'_> {
@@ -467,6 +492,7 @@ impl Resolver<'_> {
         Ok(Plan {
             name,
             source: self.source.path.to_path_buf(),
+            source_text: self.redacted_text(),
             target,
             login,
             requests,
@@ -481,6 +507,15 @@ impl Resolver<'_> {
             insecure_skip_tls_verify: file.target.insecure_skip_tls_verify,
             warnings: self.literal_secrets(),
         })
+    }
+
+    /// The scenario as TOML with every secret-looking value replaced.
+    fn redacted_text(&self) -> String {
+        let Ok(mut document) = self.source.text.parse::<toml::Table>() else {
+            return String::new();
+        };
+        redact_secret_keys(&mut document);
+        toml::to_string(&document).unwrap_or_default()
     }
 
     /// Warns about keys that look like secrets and hold literal text (in a
@@ -730,13 +765,11 @@ impl Resolver<'_> {
             }
         }
         if let Some(faults) = &embedded.faults {
-            faults.get_ref().validate().map_err(|problem| {
-                self.source.error(
-                    &faults.span(),
-                    format!("`target.embedded.faults`: {problem}"),
-                )
+            faults.validate().map_err(|problem| {
+                self.source
+                    .error(&(0..0), format!("`target.embedded.faults`: {problem}"))
             })?;
-            config.faults = faults.get_ref().clone();
+            config.faults = faults.clone();
         }
         if let Some(stall) = &embedded.stall {
             if config.faults.stall.is_some() {
@@ -802,6 +835,7 @@ impl Resolver<'_> {
             true,
         )?;
         let credentials = match &login.credentials {
+            _ if self.without_credentials => Vec::new(),
             Some(section) => self.load_credentials(section)?,
             None if matches!(target, TargetPlan::Embedded(_)) => target::demo_credentials(20),
             None => {
@@ -1321,6 +1355,34 @@ fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
     })
 }
 
+/// Whether a key names a secret whose literal value must not be repeated.
+fn is_secret_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    let names_secret = ["password", "passwd", "secret", "token", "api_key", "apikey"]
+        .iter()
+        .any(|word| lower.contains(word));
+    names_secret && !lower.ends_with("_env") && lower != "token_pointer"
+}
+
+fn redact_secret_keys(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            toml::Value::String(text) if is_secret_key(key) && !text.is_empty() => {
+                *text = "<redacted>".into()
+            }
+            toml::Value::Table(inner) => redact_secret_keys(inner),
+            toml::Value::Array(items) => {
+                for item in items {
+                    if let toml::Value::Table(inner) = item {
+                        redact_secret_keys(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Collects the dotted paths of string values under keys that name a secret.
 fn find_secret_keys(value: &toml::Value, path: &str, found: &mut Vec<String>) {
     match value {
@@ -1331,14 +1393,8 @@ fn find_secret_keys(value: &toml::Value, path: &str, found: &mut Vec<String>) {
                 } else {
                     format!("{path}.{key}")
                 };
-                let lower = key.to_ascii_lowercase();
-                let secret_name = ["password", "passwd", "secret", "token", "api_key", "apikey"]
-                    .iter()
-                    .any(|word| lower.contains(word));
-                if secret_name
+                if is_secret_key(key)
                     && matches!(child, toml::Value::String(text) if !text.is_empty())
-                    && !lower.ends_with("_env")
-                    && lower != "token_pointer"
                 {
                     found.push(child_path);
                 } else {

@@ -1,0 +1,247 @@
+//! The run journal, `journal.jsonl` in the report folder: one JSON line when
+//! the run starts, one per interval with that interval's counts and
+//! histograms, and one at the end. Each line is flushed as it is written,
+//! so a process that is killed (SIGKILL, out of memory) leaves what
+//! `parallax report DIR` needs to finish the report, marked partial.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{self, IntervalRow, IntervalSnapshot, RunResult};
+use crate::load::Phase;
+use crate::metrics::{StatsRecord, StatsSet};
+use crate::scenario::Plan;
+
+/// File name of the journal inside a report folder.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Record {
+    Start {
+        parallax_version: String,
+        scenario_file: String,
+        /// The scenario text; it holds no credentials, which come from a CSV file or the environment.
+        scenario_text: String,
+        base_url: String,
+        started_at_utc: String,
+    },
+    Interval {
+        start_s: f64,
+        end_s: f64,
+        phase: Phase,
+        stats: StatsRecord,
+    },
+    End {
+        elapsed_s: f64,
+        load_elapsed_s: f64,
+        partial_reason: Option<String>,
+    },
+}
+
+/// Appends records to a run's journal.
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Creates the journal in `dir` and writes the start record.
+    pub fn create(
+        dir: &Path,
+        plan: &Plan,
+        base_url: &str,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Journal> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the report folder {}", dir.display()))?;
+        let path = dir.join(JOURNAL_FILE);
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut journal = Journal { file, path };
+        journal.append(&Record::Start {
+            parallax_version: env!("CARGO_PKG_VERSION").to_string(),
+            scenario_file: plan.source.display().to_string(),
+            scenario_text: plan.source_text.clone(),
+            base_url: base_url.to_string(),
+            started_at_utc: started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        })?;
+        Ok(journal)
+    }
+
+    /// Writes one interval: its span since the run start, phase and counts.
+    pub fn interval(
+        &mut self,
+        start_s: f64,
+        end_s: f64,
+        phase: Phase,
+        stats: &StatsSet,
+    ) -> anyhow::Result<()> {
+        self.append(&Record::Interval {
+            start_s,
+            end_s,
+            phase,
+            stats: stats.to_record(),
+        })
+    }
+
+    /// Writes the end record once the run is over.
+    pub fn end(
+        &mut self,
+        elapsed: Duration,
+        load_elapsed: Duration,
+        partial_reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.append(&Record::End {
+            elapsed_s: elapsed.as_secs_f64(),
+            load_elapsed_s: load_elapsed.as_secs_f64(),
+            partial_reason: partial_reason.map(str::to_string),
+        })
+    }
+
+    fn append(&mut self, record: &Record) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(record).expect("journal records serialise");
+        line.push(b'\n');
+        // One write per line: a kill can cut at most the last line short.
+        self.file
+            .write_all(&line)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.file
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+/// Rebuilds a run's result from the journal in `dir`. A run whose journal
+/// has no end record is marked partial; a last line cut short is skipped.
+pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
+    let path = dir.join(JOURNAL_FILE);
+    let file = File::open(&path).with_context(|| {
+        format!(
+            "cannot open {}: the folder holds no run journal (was it written by `parallax run`?)",
+            path.display()
+        )
+    })?;
+    let mut start = None;
+    let mut intervals = Vec::new();
+    let mut end = None;
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let record = match serde_json::from_str::<Record>(&line) {
+            Ok(record) => record,
+            // A kill during a write leaves a partial last line; earlier lines are complete.
+            Err(_) => {
+                eprintln!(
+                    "warning: {} line {} is incomplete or damaged; it is skipped",
+                    path.display(),
+                    index + 1
+                );
+                continue;
+            }
+        };
+        match record {
+            Record::Start {
+                scenario_file,
+                scenario_text,
+                base_url,
+                started_at_utc,
+                ..
+            } => {
+                start = Some((scenario_file, scenario_text, base_url, started_at_utc));
+            }
+            Record::Interval {
+                start_s,
+                end_s,
+                phase,
+                stats,
+            } => {
+                let stats = StatsSet::from_record(&stats).map_err(|problem| {
+                    anyhow::anyhow!("{} line {}: {problem}", path.display(), index + 1)
+                })?;
+                intervals.push((start_s, end_s, phase, stats));
+            }
+            Record::End {
+                elapsed_s,
+                load_elapsed_s,
+                partial_reason,
+            } => end = Some((elapsed_s, load_elapsed_s, partial_reason)),
+        }
+    }
+    let (scenario_file, scenario_text, base_url, started_at_utc) =
+        start.ok_or_else(|| anyhow::anyhow!("{} has no start record", path.display()))?;
+    let plan =
+        Plan::parse_for_report(&scenario_text, Path::new(&scenario_file)).map_err(|error| {
+            anyhow::anyhow!(
+                "the scenario stored in {} is invalid: {error}",
+                path.display()
+            )
+        })?;
+    let started_at = chrono::DateTime::parse_from_rfc3339(&started_at_utc)
+        .with_context(|| format!("{}: invalid start time {started_at_utc:?}", path.display()))?
+        .with_timezone(&chrono::Utc);
+
+    let endpoints = engine::endpoint_list(&plan);
+    let mut totals = StatsSet::new(endpoints.len());
+    let mut snapshots = Vec::with_capacity(intervals.len());
+    for (start_s, end_s, phase, stats) in &intervals {
+        if stats.endpoints.len() != endpoints.len() {
+            anyhow::bail!(
+                "{}: an interval has {} endpoints, the scenario {}",
+                path.display(),
+                stats.endpoints.len(),
+                endpoints.len()
+            );
+        }
+        snapshots.push(IntervalSnapshot {
+            start_s: *start_s,
+            end_s: *end_s,
+            phase: *phase,
+            endpoints: stats.endpoints.iter().map(IntervalRow::of).collect(),
+            all: IntervalRow::of(&stats.combined_requests()),
+            clock: stats.clock_best,
+        });
+        totals.merge(stats);
+    }
+    let last_end_s = snapshots.last().map_or(0.0, |snapshot| snapshot.end_s);
+    let (elapsed, load_elapsed, partial_reason) = match end {
+        Some((elapsed_s, load_elapsed_s, partial_reason)) => (
+            Duration::from_secs_f64(elapsed_s),
+            Duration::from_secs_f64(load_elapsed_s),
+            partial_reason,
+        ),
+        None => {
+            let load_start_s = snapshots
+                .iter()
+                .find(|snapshot| snapshot.phase != Phase::LoggingIn)
+                .map_or(last_end_s, |snapshot| snapshot.start_s);
+            (
+                Duration::from_secs_f64(last_end_s),
+                Duration::from_secs_f64((last_end_s - load_start_s).max(0.0)),
+                Some("the run ended without writing its reports (process killed?); rebuilt from its journal".to_string()),
+            )
+        }
+    };
+    let generator = engine::generator_report_from_totals(
+        &plan.load,
+        &totals,
+        load_elapsed,
+        partial_reason.is_some(),
+    );
+    Ok(RunResult {
+        plan,
+        base_url,
+        endpoints,
+        totals,
+        intervals: snapshots,
+        generator,
+        started_at,
+        elapsed,
+        load_elapsed,
+        partial_reason,
+    })
+}
