@@ -327,16 +327,16 @@ async fn run_against(
     };
     let load_start = Arc::new(OnceLock::new());
     let collector_done = CancellationToken::new();
-    let collector = tokio::spawn(collect(
-        Arc::clone(&recorder),
-        endpoints.len(),
-        run_start,
-        Arc::clone(&load_start),
-        plan.load.clone(),
-        options.progress,
+    let collector = Collector {
+        recorder: Arc::clone(&recorder),
+        endpoint_count: endpoints.len(),
+        start: run_start,
+        load_start: Arc::clone(&load_start),
+        load: plan.load.clone(),
+        progress: options.progress,
         journal,
-        collector_done.clone(),
-    ));
+    };
+    let collector = tokio::spawn(collect(collector, collector_done.clone()));
 
     // Every user logs in before the load starts, so that a login storm does
     // not disturb the first seconds of the measured load.
@@ -807,16 +807,32 @@ async fn wait_for_signal() -> bool {
 
 /// Drains the recorder once per interval into snapshots and totals, and
 /// shows progress. Returns the totals and the snapshots when `done` fires.
-async fn collect(
+/// What the collector task needs.
+struct Collector {
     recorder: Arc<Recorder>,
     endpoint_count: usize,
+    /// The start of the run; interval spans are measured from it.
     start: Instant,
+    /// Set when the load starts, after the logins.
     load_start: Arc<OnceLock<Instant>>,
     load: LoadModel,
     progress: ProgressMode,
-    mut journal: Option<Journal>,
+    journal: Option<Journal>,
+}
+
+async fn collect(
+    collector: Collector,
     done: CancellationToken,
 ) -> (StatsSet, Vec<IntervalSnapshot>, Option<Journal>) {
+    let Collector {
+        recorder,
+        endpoint_count,
+        start,
+        load_start,
+        load,
+        progress,
+        mut journal,
+    } = collector;
     let mut totals = StatsSet::new(endpoint_count);
     let mut interval = StatsSet::new(endpoint_count);
     let mut snapshots = Vec::new();

@@ -1011,7 +1011,7 @@ mod tests {
             50_000,
             ServerTime::Missing(MissingReason::Null),
         ));
-        set.record_login(0, LoginReason::Initial, true);
+        set.record_login(LoginReason::Initial, true);
         let json = serde_json::to_string(&set.to_record()).unwrap();
         let back = StatsSet::from_record(&serde_json::from_str(&json).unwrap()).unwrap();
         assert_eq!(back.endpoints[1].outcomes, set.endpoints[1].outcomes);

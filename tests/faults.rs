@@ -722,7 +722,9 @@ async fn faults_table_in_a_scenario_reaches_the_embedded_target() {
     let dir = tempfile::tempdir().unwrap();
     let plan = ScenarioBuilder::new()
         .load(closed(2, 2.0))
-        .extra("[target.embedded]\nfaults.http_error = { every = 5 }\nfaults.server_timing = true\n")
+        .extra(
+            "[target.embedded]\nfaults.http_error = { every = 5 }\nfaults.server_timing = true\n",
+        )
         .plan_in(dir.path());
     let TargetPlan::Embedded(config) = &plan.target else {
         panic!("an embedded target");
