@@ -19,6 +19,7 @@
 //! N, 2N, 3N, … of each route. [`TargetStats`] counts what was injected.
 
 use std::collections::BTreeMap;
+use std::future::Future as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -1080,16 +1081,31 @@ impl Reply {
     }
 }
 
-/// An error the reader of a `drop_mid_body` response fails with, so that
-/// the server closes the connection part-way through the body.
-struct CutOff;
+/// The end of a `drop_mid_body` body: after a pause, a read error, on
+/// which hyper closes the connection. The pause lets hyper flush the
+/// headers and the part of the body before it; an error at once would make
+/// it drop them unsent, and the client would see no response at all.
+struct CutOff {
+    /// Started at the first read, so that time spent before hyper sends
+    /// the response (`slow_headers`) does not use it up.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long a dropped body pauses before the connection is closed.
+const CUT_OFF_PAUSE: Duration = Duration::from_millis(20);
 
 impl tokio::io::AsyncRead for CutOff {
     fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
         _: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let pause = self
+            .pause
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_OFF_PAUSE)));
+        if pause.as_mut().poll(context).is_pending() {
+            return Poll::Pending;
+        }
         Poll::Ready(Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "drop_mid_body: connection dropped on purpose",
@@ -1107,7 +1123,7 @@ fn cut_off_response(status: StatusCode, body: Vec<u8>, after_bytes: u64) -> Resp
     let kept = (after_bytes as usize).min(full_length.saturating_sub(1));
     let mut head = body;
     head.truncate(kept);
-    let reader = std::io::Cursor::new(head).chain(CutOff);
+    let reader = std::io::Cursor::new(head).chain(CutOff { pause: None });
     let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json")],

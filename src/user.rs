@@ -437,9 +437,11 @@ impl VirtualUser {
     }
 
     /// When to log in again for a token expiring at `exp` (Unix seconds): the
-    /// configured margin before it, at most a tenth of the remaining lifetime.
-    /// A zero margin turns early refresh off: the user waits for a 401.
-    fn refresh_time(&self, exp: u64) -> Option<Instant> {
+    /// configured margin before it, at most a tenth of the remaining lifetime,
+    /// and up to another tenth earlier at random, so that users who logged in
+    /// together do not all renew at the same moment. A zero margin turns
+    /// early refresh off: the user waits for a 401.
+    fn refresh_time(&mut self, exp: u64) -> Option<Instant> {
         let configured = self.shared.login.refresh_before_expiry;
         if configured.is_zero() {
             return None;
@@ -449,7 +451,8 @@ impl VirtualUser {
             .unwrap_or_default();
         let remaining = Duration::from_secs(exp).saturating_sub(now_unix);
         let margin = configured.min(remaining / 10);
-        Some(Instant::now() + remaining.saturating_sub(margin))
+        let jitter = (remaining / 10).mul_f64(self.rng.gen::<f64>());
+        Some(Instant::now() + remaining.saturating_sub(margin + jitter))
     }
 
     /// Sends request `index` and classifies the result. Raw latency runs from

@@ -1,0 +1,46 @@
+//! Fuzzes `parse_api_timestamp`, the reader of `apiCost.start` and `finish`.
+//!
+//! Input: the timestamp text (inputs that are not UTF-8 are skipped, since
+//! the parser only ever sees JSON strings). Beyond not panicking, a value it
+//! returns must be whole milliseconds and must survive being written in the
+//! documented form and read back.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use parallax::api::parse_api_timestamp;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Some(micros) = parse_api_timestamp(text) else {
+        return;
+    };
+    assert_eq!(
+        micros.rem_euclid(1000),
+        0,
+        "{text:?} gave {micros} us, which is not whole milliseconds"
+    );
+
+    let canonical = chrono::DateTime::from_timestamp_micros(micros)
+        .expect("a parsed timestamp is within chrono's range")
+        .naive_utc()
+        .format("%Y-%m-%d %H:%M:%S'%3f")
+        .to_string();
+    assert_eq!(
+        parse_api_timestamp(&canonical),
+        Some(micros),
+        "{text:?} gave {micros} us, but its canonical form {canonical:?} reads differently"
+    );
+
+    // The apostrophe and the dot are documented as the same separator.
+    if !text.contains('.') {
+        let dotted = text.replacen('\'', ".", 1);
+        assert_eq!(
+            parse_api_timestamp(&dotted),
+            Some(micros),
+            "{text:?} and {dotted:?} read differently"
+        );
+    }
+});

@@ -1,0 +1,227 @@
+//! Fuzzes `parse_response`, the one-pass reader of the response envelope,
+//! and checks it against a plain reading of the same body as a
+//! `serde_json::Value`.
+//!
+//! Input: `BODY [\0 SOURCE NAME [\0 HEADER]]`. Without a NUL byte the whole
+//! input is the body, read with the default source (`/apiCost/duration` in
+//! seconds), so documented envelopes are seeds as they are. SOURCE is one
+//! byte: its value mod 4 picks the source (body, Server-Timing, header,
+//! none) and its value / 4 mod 3 the unit. NAME is the JSON pointer, the
+//! Server-Timing metric or the header name. HEADER, split at newlines, is
+//! sent both as `Server-Timing` and under the header name.
+
+#![no_main]
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use libfuzzer_sys::fuzz_target;
+use parallax::api::{number_in, parse_api_timestamp, parse_response, ServerTimeSource, TimeUnit};
+use parallax::metrics::{MissingReason, ServerTime, MAX_LATENCY_US};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let mut parts = data.splitn(3, |&b| b == 0);
+    let body = parts.next().unwrap_or_default();
+    let control = parts.next();
+    let header = parts.next().unwrap_or_default();
+
+    let (source, header_name) = match control {
+        None => (ServerTimeSource::default(), fallback_header()),
+        Some(control) => source_from(control),
+    };
+    let mut headers = HeaderMap::new();
+    for line in header.split(|&b| b == b'\n') {
+        if let Ok(value) = HeaderValue::from_bytes(line) {
+            headers.append("server-timing", value.clone());
+            headers.append(header_name.clone(), value);
+        }
+    }
+
+    let envelope = parse_response(body, &headers, &source);
+
+    if let ServerTime::Reported(micros) = envelope.server_time {
+        assert!(micros <= MAX_LATENCY_US, "{micros} us is above the cap");
+    }
+    match &source {
+        ServerTimeSource::None => assert_eq!(
+            envelope.server_time,
+            ServerTime::Missing(MissingReason::NotReported)
+        ),
+        ServerTimeSource::Header { name, unit } => {
+            let expected = match headers.get(name).and_then(|v| v.to_str().ok()) {
+                Some(text) => number_in(text, *unit),
+                None => ServerTime::Missing(MissingReason::NoHeader),
+            };
+            assert_eq!(envelope.server_time, expected);
+        }
+        _ => {}
+    }
+
+    // The reference reading needs a body without duplicate keys: JSON leaves
+    // their meaning open, so any answer the parser gives for them is allowed.
+    let Ok(Strict(value)) = serde_json::from_slice::<Strict>(body) else {
+        return;
+    };
+    let Value::Object(top) = &value else {
+        if let ServerTimeSource::Body { .. } = source {
+            assert_eq!(
+                envelope.server_time,
+                ServerTime::Missing(MissingReason::NotJson)
+            );
+        }
+        return;
+    };
+    assert_eq!(envelope.success, top.get("success").and_then(Value::as_bool));
+    assert_eq!(
+        envelope.status_code,
+        top.get("statusCode").and_then(Value::as_i64)
+    );
+    assert_eq!(envelope.api_cost_span, expected_span(top.get("apiCost")));
+    if let ServerTimeSource::Body { pointer, unit } = &source {
+        let expected = expected_body_time(&value, pointer, *unit);
+        assert_eq!(envelope.server_time, expected, "pointer {pointer:?}");
+    }
+});
+
+fn fallback_header() -> HeaderName {
+    HeaderName::from_static("x-response-time")
+}
+
+fn source_from(control: &[u8]) -> (ServerTimeSource, HeaderName) {
+    let (selector, name) = control.split_first().unwrap_or((&0, &[]));
+    let unit = [
+        TimeUnit::Seconds,
+        TimeUnit::Milliseconds,
+        TimeUnit::Microseconds,
+    ][usize::from(selector / 4 % 3)];
+    let name_text = String::from_utf8_lossy(name);
+    let header_name = HeaderName::from_bytes(name).unwrap_or_else(|_| fallback_header());
+    let source = match selector % 4 {
+        0 => ServerTimeSource::Body {
+            pointer: ServerTimeSource::parse_pointer(&name_text)
+                .unwrap_or_else(|_| vec!["apiCost".into(), "duration".into()]),
+            unit,
+        },
+        1 => ServerTimeSource::ServerTiming {
+            metric: (!name.is_empty()).then(|| name_text.into_owned()),
+        },
+        2 => ServerTimeSource::Header {
+            name: header_name.clone(),
+            unit,
+        },
+        _ => ServerTimeSource::None,
+    };
+    (source, header_name)
+}
+
+/// The server time a plain reading of the body gives: walk the pointer
+/// through the parsed value (RFC 6901), then apply the documented rules.
+fn expected_body_time(root: &Value, pointer: &[String], unit: TimeUnit) -> ServerTime {
+    let mut current = root;
+    for segment in pointer {
+        current = match current {
+            Value::Null => return ServerTime::Missing(MissingReason::Null),
+            Value::Object(map) => match map.get(segment) {
+                Some(child) => child,
+                None => return ServerTime::Missing(MissingReason::Absent),
+            },
+            Value::Array(items) => match array_index(segment).and_then(|i| items.get(i)) {
+                Some(child) => child,
+                None => return ServerTime::Missing(MissingReason::Absent),
+            },
+            _ => return ServerTime::Missing(MissingReason::Absent),
+        };
+    }
+    match current {
+        Value::Null => ServerTime::Missing(MissingReason::Null),
+        // The shortest spelling of the same f64 reads as the same number.
+        Value::Number(number) => number_in(&number.to_string(), unit),
+        // A string holding a number counts; the raw text keeps any escapes,
+        // which the parser does not decode, so only plain strings compare.
+        Value::String(text) if !text.contains(['\\', '"']) && text.is_ascii() => {
+            number_in(&format!("\"{text}\""), unit)
+        }
+        Value::String(_) => number_in_any_string(current),
+        _ => ServerTime::Missing(MissingReason::NotANumber),
+    }
+}
+
+/// For strings with escapes the raw text differs from the value; the answer
+/// must still be a number within the cap or "not a number".
+fn number_in_any_string(_value: &Value) -> ServerTime {
+    ServerTime::Missing(MissingReason::NotANumber)
+}
+
+/// RFC 6901 array index: `0`, or digits without a leading zero.
+fn array_index(segment: &str) -> Option<usize> {
+    let digits = !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = segment.len() > 1 && segment.starts_with('0');
+    if digits && !leading_zero {
+        segment.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn expected_span(api_cost: Option<&Value>) -> Option<(i64, i64)> {
+    let api_cost = api_cost?.as_object()?;
+    let read = |key: &str| parse_api_timestamp(api_cost.get(key)?.as_str()?);
+    Some((read("start")?, read("finish")?))
+}
+
+/// A JSON value parsed with duplicate object keys rejected.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if members.insert(key, value).is_some() {
+                return Err(de::Error::custom("duplicate key"));
+            }
+        }
+        Ok(Value::Object(members.into_iter().collect()))
+    }
+}
