@@ -171,7 +171,8 @@ pub struct IntervalSnapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratorReport {
     /// Mean planned request rate: open model, planned arrivals over the
-    /// schedule; closed model with pacing, users over the pacing interval.
+    /// schedule; closed model with pacing and no ramps, users over the pacing
+    /// interval within the rate caps; otherwise none.
     pub target_rate_per_s: Option<f64>,
     /// Requests sent (logins excluded) over the planned duration, or over
     /// the elapsed time of a run cut short.
@@ -288,6 +289,13 @@ async fn run_against(
         eprintln!("warning: {warning}");
     }
     if let Some(warning) = plain_http_warning(base_url) {
+        eprintln!("warning: {warning}");
+    }
+    let max_users = match &plan.load {
+        LoadModel::Open(model) => model.max_users,
+        LoadModel::Closed(model) => model.users,
+    };
+    if let Some(warning) = ensure_file_limit(max_users) {
         eprintln!("warning: {warning}");
     }
     let endpoints = endpoint_list(&plan);
@@ -436,6 +444,46 @@ async fn drive_load(
         }
     }
     partial_reason
+}
+
+/// Raises the soft open-file limit toward the hard limit when `users`
+/// connections (one per user, plus a margin) would not fit, and returns a
+/// warning when they still do not.
+fn ensure_file_limit(users: usize) -> Option<String> {
+    #[cfg(unix)]
+    {
+        let needed = (users + 64) as libc::rlim_t;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < needed && limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: needed.min(limit.rlim_max),
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit.rlim_cur = raised.rlim_cur;
+                }
+            }
+        }
+        (limit.rlim_cur < needed).then(|| {
+            format!(
+                "{users} users need about {needed} open files (one connection each), but the open-file limit is {}: connections will fail with \"Too many open files\". Raise it with `ulimit -n {needed}` or lower the user count.",
+                limit.rlim_cur
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = users;
+        None
+    }
 }
 
 /// A warning for credentials about to cross a network unencrypted: plain
@@ -860,10 +908,20 @@ async fn collect(
             all: IntervalRow::of(&interval.combined_requests()),
             clock: interval.clock_best,
         };
-        if let Some(writer) = &mut journal {
-            if let Err(error) =
-                writer.interval(snapshot.start_s, snapshot.end_s, snapshot.phase, &interval)
-            {
+        let kept =
+            snapshot.end_s > snapshot.start_s || snapshot.all.requests + snapshot.all.not_sent > 0;
+        let load_start_s = load_start
+            .get()
+            .map(|load_start| (*load_start - start).as_secs_f64());
+        if let (true, Some(writer)) = (kept, &mut journal) {
+            let phase = snapshot.phase;
+            if let Err(error) = writer.interval(
+                snapshot.start_s,
+                snapshot.end_s,
+                phase,
+                load_start_s,
+                &interval,
+            ) {
                 // The run goes on; only a killed process would miss the journal.
                 eprintln!("warning: {error:#}; the journal stops here");
                 journal = None;
@@ -873,7 +931,7 @@ async fn collect(
         interval.reset();
         interval_start = now;
         display.update(&snapshot, &totals, now - start);
-        if snapshot.end_s > snapshot.start_s || snapshot.all.requests + snapshot.all.not_sent > 0 {
+        if kept {
             snapshots.push(snapshot);
         }
         if finished {

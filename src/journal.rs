@@ -35,6 +35,9 @@ enum Record {
         start_s: f64,
         end_s: f64,
         phase: Phase,
+        /// When the load started, once it has.
+        #[serde(default)]
+        load_start_s: Option<f64>,
         stats: StatsRecord,
     },
     End {
@@ -80,12 +83,14 @@ impl Journal {
         start_s: f64,
         end_s: f64,
         phase: Phase,
+        load_start_s: Option<f64>,
         stats: &StatsSet,
     ) -> anyhow::Result<()> {
         self.append(&Record::Interval {
             start_s,
             end_s,
             phase,
+            load_start_s,
             stats: stats.to_record(),
         })
     }
@@ -128,6 +133,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
         )
     })?;
     let mut start = None;
+    let mut load_start = None;
     let mut intervals = Vec::new();
     let mut end = None;
     for (index, line) in BufReader::new(file).lines().enumerate() {
@@ -158,8 +164,10 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
                 start_s,
                 end_s,
                 phase,
+                load_start_s,
                 stats,
             } => {
+                load_start = load_start.or(load_start_s);
                 let stats = StatsSet::from_record(&stats).map_err(|problem| {
                     anyhow::anyhow!("{} line {}: {problem}", path.display(), index + 1)
                 })?;
@@ -215,10 +223,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
             partial_reason,
         ),
         None => {
-            let load_start_s = snapshots
-                .iter()
-                .find(|snapshot| snapshot.phase != Phase::LoggingIn)
-                .map_or(last_end_s, |snapshot| snapshot.start_s);
+            let load_start_s = load_start.unwrap_or(last_end_s);
             (
                 Duration::from_secs_f64(last_end_s),
                 Duration::from_secs_f64((last_end_s - load_start_s).max(0.0)),

@@ -27,12 +27,15 @@ pub mod exit_code {
     pub const OK: i32 = 0;
     /// The run finished but a `[checks]` limit (error rate or p99) failed.
     pub const CHECKS_FAILED: i32 = 1;
-    /// The scenario, a credentials file or a command-line flag is invalid.
+    /// The scenario, a credentials file, a command-line flag or the report
+    /// folder is invalid, or `parallax report` found no usable journal.
     pub const BAD_INPUT: i32 = 2;
-    /// The run could not start: the target is unreachable or the first login failed.
+    /// The run could not start: the target is unreachable, the first login
+    /// failed, or the run journal could not be created.
     pub const SETUP_FAILED: i32 = 3;
     /// The run finished but its reports could not be written.
     pub const REPORT_FAILED: i32 = 4;
-    /// The run was interrupted (Ctrl-C or SIGTERM); the reports are marked partial.
+    /// The run was interrupted (Ctrl-C or SIGTERM), or `parallax report`
+    /// rebuilt a run that was killed; the reports are marked partial.
     pub const INTERRUPTED: i32 = 130;
 }

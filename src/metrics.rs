@@ -27,7 +27,8 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 /// exactly one outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A 2xx response whose envelope does not say `success: false`.
+    /// A response the scenario's `[response]` rules accept: by default any
+    /// 2xx whose envelope does not say `success: false`. Logins always use the default.
     Ok,
     /// A response with a non-2xx HTTP status (after one retry on 401).
     HttpError(u16),
@@ -176,8 +177,8 @@ impl Sample {
 pub struct ResponseDetails {
     /// The body's `statusCode` differs from the HTTP status.
     pub status_code_mismatch: bool,
-    /// `apiCost.finish - apiCost.start` differs from `apiCost.duration` by
-    /// more than the 2 ms the millisecond timestamps can explain.
+    /// `apiCost.finish - apiCost.start` differs from the reported server time
+    /// by more than the 2 ms the millisecond timestamps can explain.
     pub api_cost_mismatch: bool,
     /// The server clock's offset, from `apiCost.start` and `finish` against
     /// the client's send and receive times.
@@ -276,7 +277,7 @@ impl OutcomeCounts {
         self.not_sent_run_stopped + self.not_sent_login_failed + self.not_sent_no_free_user
     }
 
-    /// Requests that were sent and did not succeed.
+    /// Requests that were sent and failed; cancelled requests are not counted here.
     pub fn errors(&self) -> u64 {
         self.http_errors()
             + self.app_error

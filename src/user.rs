@@ -47,6 +47,7 @@ pub struct Shared {
     response_rules: ResponseRules,
     /// Seconds east of UTC of the zone `apiCost.start` and `finish` are written in.
     server_clock_utc_offset_s: i64,
+    login_limiter: Option<DirectLimiter>,
 }
 
 struct PreparedRequest {
@@ -102,6 +103,7 @@ impl Shared {
             login_server_time: plan.server_time.clone(),
             response_rules: plan.response.clone(),
             server_clock_utc_offset_s,
+            login_limiter: plan.login.max_logins_per_s.map(rate_limiter),
         }
     }
 
@@ -298,6 +300,9 @@ impl VirtualUser {
     /// Logs in, records the attempt as a sample of the login endpoint, and
     /// keeps the token. On failure the user backs off with jitter.
     pub async fn login(&mut self, reason: LoginReason) -> Result<(), LoginFailure> {
+        if let Some(limiter) = &self.shared.login_limiter {
+            limiter.until_ready().await;
+        }
         let result = self.try_login().await;
         match &result {
             Ok(()) => {

@@ -177,7 +177,7 @@ async fn slow_service_within_the_timeout_is_inside_server_time() {
     assert!(list.server_ms.p90_ms.unwrap() >= 100.0);
     assert!(list.client_ms.p90_ms.unwrap() >= 100.0);
     assert!(
-        list.overhead_ms.p90_ms.unwrap() < 50.0,
+        list.overhead_ms.p50_ms.unwrap() < 50.0,
         "{:?}",
         list.overhead_ms
     );
@@ -201,13 +201,15 @@ async fn slow_headers_show_in_overhead_not_server_time() {
     let list = endpoint(&summary, "list");
     assert_eq!(list.ok, list.requests_intended);
     assert!(target.stats.injected(Fault::SlowHeaders) >= 4);
+    // A quarter of the requests wait: their wait is in client time and
+    // overhead, and server time has none of it.
     assert!(
-        list.server_ms.max_ms.unwrap() < 50.0,
+        list.server_ms.p90_ms.unwrap() < 50.0,
         "{:?}",
         list.server_ms
     );
     assert!(list.client_ms.p90_ms.unwrap() >= 100.0);
-    assert!(list.overhead_ms.p90_ms.unwrap() >= 95.0);
+    assert!(list.overhead_ms.p90_ms.unwrap() >= 99.0);
     assert!(list.overhead_ms.p50_ms.unwrap() < 50.0);
     target.stop().await;
 }
@@ -610,16 +612,14 @@ async fn under_reported_server_time_shows_as_overhead() {
 
     let list = endpoint(&summary, "list");
     assert_eq!(list.ok, list.requests_intended);
-    // The target spends at least 10 ms and reports 5 ms less; a busy
-    // machine can only lengthen the time spent, so the bounds are one-sided.
+    // The target spends at least 10 ms and reports 5 ms less. A busy
+    // machine lengthens the time spent, never shortens it, so the lower
+    // bounds are exact and the upper ones loose.
     let server_p50 = list.server_ms.p50_ms.unwrap();
-    assert!((5.0..7.0).contains(&server_p50), "server p50 {server_p50}");
+    assert!((5.0..50.0).contains(&server_p50), "server p50 {server_p50}");
     let overhead = &list.overhead_ms;
     assert!(overhead.min_ms.unwrap() >= 4.99, "{overhead:?}");
-    assert!(
-        (5.0..10.0).contains(&overhead.p50_ms.unwrap()),
-        "{overhead:?}"
-    );
+    assert!(overhead.p50_ms.unwrap() < 50.0, "{overhead:?}");
     assert_eq!(list.overhead_negative_count, 0);
     target.stop().await;
 }
@@ -671,24 +671,47 @@ async fn server_timing_header_is_read_as_server_time() {
     let list = endpoint(&summed, "list");
     assert_eq!(list.server_ms.count, list.ok);
     let summed = &list.server_ms;
-    assert!((5.0..10.0).contains(&summed.p50_ms.unwrap()), "{summed:?}");
+    assert!((5.0..50.0).contains(&summed.p50_ms.unwrap()), "{summed:?}");
     assert!(summed.max_ms.unwrap() >= 55.0, "{summed:?}");
     // `app` leaves the injected wait out.
     let list = endpoint(&app, "list");
     assert_eq!(list.server_ms.count, list.ok);
     assert!(
-        list.server_ms.max_ms.unwrap() < 20.0,
+        list.server_ms.p50_ms.unwrap() < 50.0,
         "{:?}",
         list.server_ms
     );
 
-    let header = direct_get(&target, "/api/items").await.server_timing;
-    let header = header.expect("a Server-Timing header");
-    assert!(
-        header.starts_with("db;dur=") && header.contains(", app;dur="),
-        "{header}"
-    );
+    // On the wire, four requests in a row: one has the 50 ms in `db`, and
+    // in each the two metrics add up to apiCost.duration.
+    let mut injected_waits = Vec::new();
+    for _ in 0..4 {
+        let response = direct_get(&target, "/api/items").await;
+        let header = response.server_timing.expect("a Server-Timing header");
+        let (db, app) = server_timing_durations(&header);
+        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        let duration_ms = body["apiCost"]["duration"].as_f64().unwrap() * 1000.0;
+        assert!(
+            (db + app - duration_ms).abs() < 0.01,
+            "{header} vs {duration_ms} ms"
+        );
+        injected_waits.push(db);
+    }
+    injected_waits.sort_by(f64::total_cmp);
+    assert_eq!(injected_waits, [0.0, 0.0, 0.0, 50.0]);
     target.stop().await;
+}
+
+/// The `dur` of `db` and `app` in `db;dur=<ms>, app;dur=<ms>`.
+fn server_timing_durations(header: &str) -> (f64, f64) {
+    let dur = |metric: &str| {
+        header
+            .split(", ")
+            .find_map(|entry| entry.strip_prefix(metric))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {metric} in {header}"))
+    };
+    (dur("db;dur="), dur("app;dur="))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,9 +745,10 @@ async fn duration_spellings_give_the_same_server_time() {
         assert!(body.contains(spelling), "{format:?}: {body}");
         let list = endpoint(&summary, "list");
         assert_eq!(list.server_time_missing, 0, "{format:?}");
-        // 5 ms of service: a misread unit would be off by a factor of 1000.
+        // 5 ms of service, lengthened only by a busy machine; a misread
+        // unit would be off by a factor of 1000.
         let p50 = list.server_ms.p50_ms.unwrap();
-        assert!((5.0..7.0).contains(&p50), "{format:?}: server p50 {p50}");
+        assert!((5.0..50.0).contains(&p50), "{format:?}: server p50 {p50}");
     }
 }
 

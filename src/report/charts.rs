@@ -278,11 +278,7 @@ fn latency_distribution(
     let x_max = (samples as f64).log10().floor().clamp(1.0, 5.0);
     let mut lines = vec![
         ("client raw", spectrum(client, x_max), CLIENT_COLOR),
-        (
-            "server (apiCost.duration)",
-            spectrum(server, x_max),
-            SERVER_COLOR,
-        ),
+        ("server (reported)", spectrum(server, x_max), SERVER_COLOR),
     ];
     if let Some(corrected) = corrected {
         lines.push((
@@ -432,8 +428,13 @@ fn endpoints(area: &Area<'_>, result: &RunResult, summary: &Summary) -> DrawResu
     let (title, grid) = area.split_vertically(50);
     title.titled(
         &format!(
-            "Client vs server latency by endpoint, successful requests ({})",
-            summary.scenario.name
+            "Client vs server latency by endpoint, successful requests ({}{})",
+            summary.scenario.name,
+            if summary.run.partial {
+                " · PARTIAL RUN"
+            } else {
+                ""
+            }
         ),
         ("sans-serif", 22),
     )?;

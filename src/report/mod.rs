@@ -215,7 +215,7 @@ pub struct EndpointSummary {
     /// Corrected client latency of successful requests (see
     /// `scenario.correction`); null when the run has no correction.
     pub client_corrected_ms: Option<Percentiles>,
-    /// Server-reported `apiCost.duration` of successful requests.
+    /// Server-reported time of successful requests, from the configured source.
     pub server_ms: Percentiles,
     /// Client service time minus server time, per successful request; can be negative.
     pub overhead_ms: Percentiles,
@@ -232,6 +232,8 @@ pub struct EndpointSummary {
     pub status_code_mismatch: u64,
     /// Responses whose `apiCost.finish - start` differs from `duration` by more than 2 ms.
     pub api_cost_mismatch: u64,
+    /// Latency values above one hour, recorded as one hour.
+    pub clamped_values: u64,
 }
 
 impl EndpointSummary {
@@ -280,6 +282,7 @@ impl EndpointSummary {
             server_time_missing_by_reason: stats.server_time_missing,
             status_code_mismatch: stats.status_code_mismatch,
             api_cost_mismatch: stats.api_cost_mismatch,
+            clamped_values: stats.clamped,
         }
     }
 }
