@@ -15,6 +15,7 @@ pub mod engine;
 pub mod journal;
 pub mod load;
 pub mod metrics;
+pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod secret;
