@@ -280,7 +280,13 @@ async fn run_against(
     let endpoints = endpoint_list(&plan);
     let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
     let client = build_client(&plan)?;
-    let shared = Arc::new(Shared::new(&plan, base_url, client, Arc::clone(&recorder)));
+    let shared = Shared::new(&plan, base_url, client, Arc::clone(&recorder)).map_err(|detail| {
+        SetupError::Unreachable {
+            url: base_url.to_string(),
+            detail,
+        }
+    })?;
+    let shared = Arc::new(shared);
     if options.handle_signals {
         spawn_signal_listener(options.interrupt.clone(), shared.abort.clone());
     }
