@@ -12,11 +12,12 @@
 //! `[target.embedded.faults]` in a scenario, `--fault` on `parallax serve`.
 //! `docs/reliability.md` lists each one with what parallax reports for it.
 //!
-//! Per-request faults hit the protected routes only, and choose requests by
-//! count so that a test knows exactly which requests were hit: each
-//! protected route numbers the requests that pass authorisation 1, 2, 3, …
-//! (redirect hops excluded), and a fault with `every = N` hits the numbers
-//! N, 2N, 3N, … of each route. [`TargetStats`] counts what was injected.
+//! Per-request faults hit the protected routes only. They choose requests
+//! by count, so that a test can predict exactly which requests are hit.
+//! Each protected route numbers the requests that pass authorisation 1, 2,
+//! 3, … (redirect hops excluded), and a fault with `every = N` hits the
+//! numbers N, 2N, 3N, … of each route. [`TargetStats`] counts what was
+//! injected.
 
 use std::collections::BTreeMap;
 use std::future::Future as _;
@@ -162,7 +163,7 @@ pub struct Faults {
     /// the rest of the reported time, so the two add up to `apiCost.duration`.
     #[serde(default)]
     pub server_timing: bool,
-    /// How `apiCost.duration` is written; unset, serde_json's own spelling.
+    /// The spelling of `apiCost.duration`; unset, serde_json's own.
     pub duration_format: Option<DurationFormat>,
 }
 
@@ -200,7 +201,7 @@ impl TryFrom<StallTable> for Stall {
 }
 
 impl Stall {
-    /// How long a request arriving `since_start` after the server started waits.
+    /// Returns the wait of a request arriving `since_start` after the server started.
     pub fn wait_at(&self, since_start: Duration) -> Duration {
         let into_cycle =
             Duration::from_nanos((since_start.as_nanos() % self.every.as_nanos().max(1)) as u64);
@@ -234,7 +235,7 @@ pub struct Delay {
     pub duration_ms: f64,
 }
 
-/// Every Nth request answers `status` (5xx) with an error envelope.
+/// Every Nth request gets a `status` (5xx) response with an error envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpErrorFault {
@@ -247,7 +248,7 @@ fn default_error_status() -> u16 {
     500
 }
 
-/// Every Nth request answers HTTP 200 with `success: false` and
+/// Every Nth request gets an HTTP 200 response with `success: false` and
 /// `statusCode: status_code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,7 +276,7 @@ fn default_after_bytes() -> u64 {
     64
 }
 
-/// Every Nth request gets a valid envelope whose `data` holds at least
+/// Every Nth request gets a valid envelope whose `data` contains at least
 /// `bytes` bytes of items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -290,8 +291,9 @@ fn default_large_bytes() -> u64 {
 }
 
 /// Every Nth request is redirected `hops` times on the same route before
-/// the final answer: `302 Found` for GET, `307 Temporary Redirect` otherwise,
-/// to `<path>?hop=1`, then `hop=2`, … up to `hop=<hops>`, which is answered.
+/// the final response: `302 Found` for GET, `307 Temporary Redirect`
+/// otherwise, to `<path>?hop=1`, then `hop=2`, … up to `hop=<hops>`, which
+/// gets the usual response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
@@ -313,7 +315,7 @@ pub struct TokenEpoch {
     pub every_s: f64,
 }
 
-/// Login answers 401 for these demo user numbers (`user<N>@demo.test`),
+/// Login returns 401 for these demo user numbers (`user<N>@demo.test`),
 /// listed in `users`, or every `every`th number, or both, even with the
 /// right password.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -331,7 +333,7 @@ impl RejectLogins {
     }
 }
 
-/// How `apiCost.duration` (seconds) is written in the JSON text.
+/// The spelling of `apiCost.duration` (seconds) in the JSON text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurationFormat {
@@ -347,13 +349,13 @@ pub enum DurationFormat {
     Missing,
 }
 
-/// The largest `every`.
+/// The maximum `every`.
 const MAX_EVERY: u64 = 1_000_000;
-/// The longest injected delay, in milliseconds (one hour).
+/// The maximum injected delay, in milliseconds (one hour).
 const MAX_DELAY_MS: f64 = 3_600_000.0;
-/// The longest period or offset, in seconds (one week).
+/// The maximum period or offset, in seconds (one week).
 const MAX_SECONDS: f64 = 604_800.0;
-/// The largest body `large_body` builds and the largest `after_bytes`.
+/// The maximum body size of `large_body`, and the maximum `after_bytes`.
 const MAX_BODY_BYTES: u64 = 100_000_000;
 const MAX_HOPS: u32 = 50;
 
@@ -394,12 +396,13 @@ fn check_bytes(key: &str, bytes: u64, min: u64) -> Result<(), String> {
 }
 
 impl Faults {
-    /// Checks every setting; the message names the key (relative to the
-    /// faults table), quotes the value and says what is accepted.
+    /// Checks every setting. An error message names the key (relative to
+    /// the faults table), quotes the value and gives the accepted range.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(stall) = &self.stall {
             stall.validate()?;
         }
+
         for (key, delay) in [
             ("slow_service", &self.slow_service),
             ("slow_headers", &self.slow_headers),
@@ -409,6 +412,7 @@ impl Faults {
                 check_delay_ms(&format!("{key}.duration_ms"), delay.duration_ms)?;
             }
         }
+
         if let Some(fault) = &self.http_error {
             check_every("http_error.every", fault.every)?;
             if !(500..=599).contains(&fault.status) {
@@ -418,6 +422,7 @@ impl Faults {
                 ));
             }
         }
+
         if let Some(fault) = &self.app_error {
             check_every("app_error.every", fault.every)?;
             if fault.status_code > 999 {
@@ -427,10 +432,12 @@ impl Faults {
                 ));
             }
         }
+
         if let Some(fault) = &self.drop_mid_body {
             check_every("drop_mid_body.every", fault.every)?;
             check_bytes("drop_mid_body.after_bytes", fault.after_bytes, 0)?;
         }
+
         for (key, every) in [
             ("truncated_json", &self.truncated_json),
             ("malformed_json", &self.malformed_json),
@@ -440,10 +447,12 @@ impl Faults {
                 check_every(&format!("{key}.every"), every.every)?;
             }
         }
+
         if let Some(fault) = &self.large_body {
             check_every("large_body.every", fault.every)?;
             check_bytes("large_body.bytes", fault.bytes, 1)?;
         }
+
         if let Some(fault) = &self.redirect {
             check_every("redirect.every", fault.every)?;
             if !(1..=MAX_HOPS).contains(&fault.hops) {
@@ -453,9 +462,11 @@ impl Faults {
                 ));
             }
         }
+
         if let Some(epoch) = &self.token_epoch {
             check_seconds("token_epoch.every_s", epoch.every_s)?;
         }
+
         if let Some(reject) = &self.reject_logins {
             if reject.users.is_empty() && reject.every.is_none() {
                 return Err("`reject_logins` selects no user. Set users = [2, 5] (user numbers), every = 3 (every third user), or both.".into());
@@ -467,6 +478,7 @@ impl Faults {
                 check_every("reject_logins.every", every)?;
             }
         }
+
         if let Some(ms) = self.under_report_ms {
             if !ms.is_finite() || !(0.0..=MAX_DELAY_MS).contains(&ms) {
                 return Err(format!(
@@ -474,6 +486,7 @@ impl Faults {
                 ));
             }
         }
+
         if let Some(seconds) = self.clock_offset_s {
             if !seconds.is_finite() || seconds.abs() > MAX_SECONDS {
                 return Err(format!(
@@ -481,6 +494,7 @@ impl Faults {
                 ));
             }
         }
+
         Ok(())
     }
 
@@ -490,7 +504,7 @@ impl Faults {
         let faults: Faults = toml::from_str(&lines.join("\n")).map_err(|error| {
             let message = error.message().lines().map(str::trim).collect::<Vec<_>>();
             let message = message.join(" ");
-            // Messages from the checks start with the key and say the fix already.
+            // Messages from the checks start with the key and already give the fix.
             if message.starts_with('`') {
                 return format!("--fault: {message}");
             }
@@ -505,7 +519,7 @@ impl Faults {
         Ok(faults)
     }
 
-    /// The keys that are set, in table order, for the start-up message.
+    /// Returns the keys that are set, in table order, for the start-up message.
     pub fn active(&self) -> Vec<&'static str> {
         let set = [
             ("stall", self.stall.is_some()),
@@ -532,7 +546,7 @@ impl Faults {
             .collect()
     }
 
-    /// What the per-request faults do to request number `n` (from 1) of a route.
+    /// Decides what the per-request faults do to request number `n` (from 1) of a route.
     fn injection(&self, n: u64) -> Injection {
         let hits = |every: u64| n % every == 0;
         let delay = |delay: &Option<Delay>| {
@@ -588,11 +602,11 @@ pub enum Fault {
     Redirect,
     /// A 401 for a token issued before the current epoch.
     TokenEpoch,
-    /// A login refused by `reject_logins`.
+    /// A login rejected by `reject_logins`.
     RejectedLogin,
 }
 
-/// What the per-request faults do to one protected request.
+/// The per-request faults chosen for one protected request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Injection {
     extra_service: Duration,
@@ -717,7 +731,7 @@ impl TargetStats {
             .clone()
     }
 
-    /// How many times `fault` was injected, over all routes. A fault is
+    /// Returns how many times `fault` was injected, over all routes. A fault is
     /// counted when the target decides to inject it, so a request the client
     /// gave up on is counted too.
     pub fn injected(&self, fault: Fault) -> u64 {
@@ -730,7 +744,7 @@ impl TargetStats {
             .sum()
     }
 
-    /// How many times `fault` was injected on `route`.
+    /// Returns how many times `fault` was injected on `route`.
     pub fn injected_on(&self, route: &str, fault: Fault) -> u64 {
         self.faults
             .lock()
@@ -776,7 +790,7 @@ impl Route {
     }
 }
 
-/// How responses report the server's time, from the latency faults.
+/// The settings of how responses report the server's time, from the latency faults.
 #[derive(Debug, Clone, Copy)]
 struct Reporting {
     under_report: Duration,
@@ -798,7 +812,7 @@ impl Reporting {
 }
 
 /// The `data` of a `large_body` response, built once: its JSON text and
-/// how many items it holds.
+/// its number of items.
 struct LargeData {
     items: Box<RawValue>,
     count: u64,
@@ -924,7 +938,7 @@ impl Timing {
         self.elapsed = Some(self.started.elapsed());
     }
 
-    /// The time written to `apiCost.duration`: the time spent, less
+    /// Returns the time written to `apiCost.duration`: the time spent, less
     /// `under_report_ms`, never below zero.
     fn reported(&self) -> Duration {
         let elapsed = self.elapsed.unwrap_or_else(|| self.started.elapsed());
@@ -972,7 +986,8 @@ struct ApiCost {
     duration: Option<Box<RawValue>>,
 }
 
-/// The JSON text of `apiCost.duration` in `format`; `None` leaves the key out.
+/// Writes `seconds` as the JSON text of `apiCost.duration` in `format`.
+/// Returns `None` when the key is left out.
 fn duration_text(seconds: f64, format: Option<DurationFormat>) -> Option<Box<RawValue>> {
     let text = match format {
         None => serde_json::Number::from_f64(seconds)
@@ -1011,7 +1026,7 @@ fn envelope_text<D: Serialize + ?Sized>(
     serde_json::to_string(&body).expect("an envelope serialises")
 }
 
-/// A JSON response, with `Server-Timing` when that behaviour is on.
+/// Builds a JSON response, with `Server-Timing` when that behaviour is on.
 fn json_response(timing: &Timing, status: StatusCode, body: impl Into<Body>) -> Response {
     let mut response = (
         status,
@@ -1053,7 +1068,7 @@ fn envelope(
     json_response(timing, status, text)
 }
 
-/// What a protected handler answers, before faults and serialisation.
+/// The response of a protected handler, before faults and serialisation.
 struct Reply {
     status: StatusCode,
     message: &'static str,
@@ -1083,8 +1098,8 @@ impl Reply {
 
 /// The end of a `drop_mid_body` body: after a pause, a read error, on
 /// which hyper closes the connection. The pause lets hyper flush the
-/// headers and the part of the body before it; an error at once would make
-/// it drop them unsent, and the client would see no response at all.
+/// headers and the first part of the body. Without it, hyper drops them
+/// unsent and the client sees no response at all.
 struct CutOff {
     /// Started at the first read, so that time spent before hyper sends
     /// the response (`slow_headers`) does not use it up.
@@ -1144,7 +1159,7 @@ fn gzip(body: &[u8]) -> Vec<u8> {
         .expect("compressing into memory does not fail")
 }
 
-/// The request's redirect hop, from a `hop=<n>` query parameter.
+/// Reads the request's redirect hop from a `hop=<n>` query parameter.
 fn redirect_hop(uri: &Uri) -> Option<u32> {
     uri.query()?
         .split('&')
@@ -1152,7 +1167,7 @@ fn redirect_hop(uri: &Uri) -> Option<u32> {
         .and_then(|hop| hop.parse().ok())
 }
 
-/// `uri` with its `hop` parameter set to `hop`, other parameters kept.
+/// Returns `uri` with its `hop` parameter set to `hop`, other parameters kept.
 fn with_hop(uri: &Uri, hop: u32) -> String {
     let hop = format!("hop={hop}");
     let query: Vec<&str> = uri
@@ -1175,7 +1190,7 @@ fn base64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Why a bearer token was refused; each answers 401.
+/// The reason a bearer token was rejected; each gets a 401 response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rejection {
     MissingHeader,
@@ -1231,8 +1246,8 @@ impl AppState {
         mac
     }
 
-    /// The token epoch at `at`: how many `token_epoch.every_s` periods have
-    /// passed since the server started. `None` when the fault is off.
+    /// Returns the token epoch at `at`: how many `token_epoch.every_s`
+    /// periods have passed since the server started. `None` when the fault is off.
     fn epoch_at(&self, at: Instant) -> Option<u64> {
         let epoch = self.config.faults.token_epoch?;
         Some((at.saturating_duration_since(self.started).as_secs_f64() / epoch.every_s) as u64)
@@ -1403,14 +1418,14 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         .and_then(|number| number.parse::<usize>().ok())
         .filter(|number| (1..=state.config.users).contains(number));
     let accepted = user_number.filter(|number| body.password == format!("demo-pass-{number}"));
-    let refused = accepted.is_some_and(|number| {
+    let rejected = accepted.is_some_and(|number| {
         let rejects = state.config.faults.reject_logins.as_ref();
         rejects.is_some_and(|reject| reject.rejects(number as u64))
     });
-    if refused {
+    if rejected {
         state.stats.count_fault(LOGIN_ROUTE, Fault::RejectedLogin);
     }
-    let Some(number) = accepted.filter(|_| !refused) else {
+    let Some(number) = accepted.filter(|_| !rejected) else {
         let response = envelope(
             &timing,
             StatusCode::UNAUTHORIZED,
@@ -1442,7 +1457,7 @@ fn item(id: u64) -> Value {
 }
 
 /// Runs a protected handler: authorises, numbers the request and picks its
-/// faults, waits the service time (plus any stall), answers.
+/// faults, waits the service time (plus any stall), then responds.
 async fn protected(
     state: &AppState,
     route: Route,
@@ -1466,6 +1481,7 @@ async fn protected(
         );
         return state.respond(route.name(), response);
     }
+
     // A redirect hop continues a request that was already numbered.
     let hop = redirect_hop(uri);
     let injection = match hop {
@@ -1478,10 +1494,12 @@ async fn protected(
     if !stalled.is_zero() {
         state.stats.count_fault(route.name(), Fault::Stall);
     }
+
     timing.injected_wait = stalled + injection.extra_service;
     let wait = timing.injected_wait + service_time.sample(&mut rand::thread_rng());
     serve_for(wait, timing.started).await;
     timing.finish();
+
     let hops = state.config.faults.redirect.map_or(0, |fault| fault.hops);
     let next_hop = match (injection.body, hop) {
         (Some(BodyFault::Redirect), _) => Some(1),
@@ -1646,7 +1664,7 @@ mod tests {
     }
 
     #[test]
-    fn faults_hit_every_nth_request_with_one_body_fault() {
+    fn first_body_fault_wins_a_shared_number() {
         let faults = faults(
             "http_error = { every = 2, status = 503 }\napp_error = { every = 3 }\nslow_headers = { every = 3, duration_ms = 5 }\ngzip = { every = 6 }",
         )

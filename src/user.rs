@@ -255,6 +255,18 @@ impl VirtualUser {
         max_queue_wait: Option<Duration>,
     ) {
         loop {
+            // A user without a token takes no work: it would only drop the
+            // arrival while other users are free. It retries its login after
+            // the backoff instead.
+            if self.token.is_none() && !self.ensure_token().await {
+                let retry_at = self
+                    .next_login_at
+                    .unwrap_or_else(|| Instant::now() + MIN_LOGIN_BACKOFF);
+                if !self.sleep_until(retry_at).await {
+                    return;
+                }
+                continue;
+            }
             pool.idle.fetch_add(1, Ordering::Relaxed);
             let arrival = tokio::select! {
                 biased;

@@ -18,7 +18,8 @@ use parallax::target::{
     DETAIL_ROUTE, LIST_ROUTE, LOGIN_ROUTE,
 };
 
-/// A target with a constant `service_ms` on every endpoint and these faults.
+/// Builds a target configuration with a constant `service_ms` on every
+/// endpoint and these faults.
 fn faulty(service_ms: f64, faults: Faults) -> target::Config {
     let mut config = constant_target(service_ms, Duration::from_secs(300));
     config.faults = faults;
@@ -52,7 +53,7 @@ fn status_count(endpoint: &parallax::report::EndpointSummary, status: &str) -> u
 // Stalls and slow responses.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_tenth_request_stalled_past_the_timeout_is_a_timeout() {
+async fn open_model_stalls_past_timeout_are_timeouts() {
     // 50 req/s for 3 s is 150 arrivals; requests 10, 20, …, 150 stall for 5 s
     // against a 1 s timeout.
     let faults = Faults {
@@ -70,24 +71,30 @@ async fn every_tenth_request_stalled_past_the_timeout_is_a_timeout() {
 
     let list = endpoint(&summary, "list");
     assert_eq!(list.requests_intended, 150);
-    assert_eq!(target.stats.injected(Fault::SlowService), 15);
-    assert_eq!(list.timeouts, 15);
-    assert_eq!(list.ok, 135);
+    // An arrival still queued when the schedule ends is not sent (run
+    // stopped). On a busy machine the last one, due 10 ms before the end,
+    // can miss it, so the expected counts follow the requests sent.
+    assert!(list.requests_sent >= 148, "{list:?}");
+    let stalled = target.stats.injected(Fault::SlowService);
+    assert_eq!(stalled, list.requests_sent / 10, "{list:?}");
+    assert_eq!(list.timeouts, stalled, "{list:?}");
+    assert_eq!(list.ok, list.requests_sent - stalled, "{list:?}");
     // A timeout's latency is the time waited: the 1 s timeout, not the 5 s stall.
     let waited = &list.error_client_ms;
-    assert_eq!(waited.count, 15);
+    assert_eq!(waited.count, stalled);
     // Histograms keep three significant digits: 1000 ms reads as 999.x ms.
     assert!(waited.min_ms.unwrap() >= 999.0, "{waited:?}");
     assert!(waited.max_ms.unwrap() < 1_250.0, "{waited:?}");
     // None of them is in the success histograms.
-    assert_eq!(list.client_ms.count, 135);
+    assert_eq!(list.client_ms.count, list.ok);
     assert!(list.client_ms.max_ms.unwrap() < 1_000.0);
-    assert_eq!(list.client_corrected_ms.as_ref().unwrap().count, 135);
+    let corrected = list.client_corrected_ms.as_ref().unwrap();
+    assert_eq!(corrected.count, list.ok);
     target.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_requests_in_a_closed_loop_are_exactly_the_timeouts() {
+async fn closed_model_stalls_past_timeout_are_timeouts() {
     let faults = Faults {
         slow_service: Some(Delay {
             every: 10,
@@ -147,8 +154,10 @@ async fn stall_window_times_out_only_stalled_requests() {
         list.error_client_ms
     );
     assert!(list.error_client_ms.max_ms.unwrap() < 750.0);
+    // Requests that waited less than the timeout succeed. A busy runtime
+    // can run the timeout's timer late, so one may succeed a little after it.
     assert!(
-        list.client_ms.max_ms.unwrap() < 505.0,
+        list.client_ms.max_ms.unwrap() < 600.0,
         "{:?}",
         list.client_ms
     );
@@ -157,7 +166,7 @@ async fn stall_window_times_out_only_stalled_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_service_within_the_timeout_is_inside_server_time() {
+async fn slow_service_counts_in_server_time() {
     // Every 4th request spends 100 ms more, and the target reports it.
     let faults = Faults {
         slow_service: Some(Delay {
@@ -276,7 +285,7 @@ async fn server_errors_match_what_the_target_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn success_false_in_http_200_is_an_app_error() {
+async fn success_false_in_200_is_app_error() {
     let faults = Faults {
         app_error: Some(AppErrorFault {
             every: 5,
@@ -296,7 +305,7 @@ async fn success_false_in_http_200_is_an_app_error() {
         target.stats.responses(LIST_ROUTE, 200),
         list.ok + list.app_errors
     );
-    // The envelope says 500 in an HTTP 200.
+    // The envelope's statusCode is 500 in an HTTP 200.
     assert_eq!(list.status_code_mismatch, injected);
     assert_eq!(list.client_ms.count, list.ok);
     target.stop().await;
@@ -366,7 +375,8 @@ async fn malformed_and_truncated_json_have_no_server_time() {
     let list = endpoint(&summary, "list");
     let truncated = target.stats.injected(Fault::TruncatedJson);
     let malformed = target.stats.injected(Fault::MalformedJson);
-    assert!(truncated >= 3 && malformed >= 3);
+    assert!(truncated >= 3);
+    assert!(malformed >= 3);
     assert_eq!(truncated, list.requests_sent / 5);
     assert_eq!(malformed, list.requests_sent / 3 - list.requests_sent / 15);
     // The HTTP exchange succeeded and no `success: false` could be read, so
@@ -421,7 +431,6 @@ async fn gzip_bodies_keep_every_request_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "parallax neither asks for nor decodes gzip, so a gzip envelope reads as not JSON and its server time is lost"]
 async fn gzip_bodies_are_decoded_for_server_time() {
     let faults = Faults {
         gzip: Some(Every { every: 3 }),
@@ -438,9 +447,8 @@ async fn gzip_bodies_are_decoded_for_server_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "parallax does not decode gzip, so `success: false` in a gzip body is counted ok"]
 async fn gzip_does_not_hide_success_false() {
-    // Every body is compressed; every other one says success: false.
+    // Every body is compressed, and every other one has success: false.
     let faults = Faults {
         gzip: Some(Every { every: 1 }),
         app_error: Some(AppErrorFault {
@@ -503,7 +511,7 @@ async fn redirect_chain_is_one_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redirect_chain_past_the_client_limit_is_a_transport_error() {
+async fn too_many_redirects_is_transport_error() {
     // The HTTP client follows at most 10 redirects; this chain has 11.
     let faults = Faults {
         redirect: Some(Redirect { every: 5, hops: 11 }),
@@ -535,20 +543,20 @@ async fn token_epoch_makes_every_user_log_in_again() {
     let (_, summary) = run(&target, ScenarioBuilder::new().load(closed(3, 3.5))).await;
 
     let list = endpoint(&summary, "list");
-    let refused = target.stats.injected(Fault::TokenEpoch);
-    assert!(refused >= 6, "{refused} tokens refused");
-    // Each refused token costs one login and one retry, which succeeds.
-    assert_eq!(summary.logins.counts.after_unauthorized, refused);
+    let rejected = target.stats.injected(Fault::TokenEpoch);
+    assert!(rejected >= 6, "{rejected} tokens rejected");
+    // Each rejected token costs one login and one retry, which succeeds.
+    assert_eq!(summary.logins.counts.after_unauthorized, rejected);
     assert_eq!(list.http_errors, 0);
     assert_eq!(list.ok, list.requests_intended);
-    assert_eq!(target.stats.responses(LIST_ROUTE, 401), refused);
+    assert_eq!(target.stats.responses(LIST_ROUTE, 401), rejected);
     let login = endpoint(&summary, "login");
-    assert_eq!(login.ok, summary.logins.counts.initial + refused);
+    assert_eq!(login.ok, summary.logins.counts.initial + rejected);
     target.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_logins_are_counted_and_their_arrivals_not_sent() {
+async fn rejected_user_arrivals_are_not_sent() {
     // The second of four users can never log in.
     let faults = Faults {
         reject_logins: Some(RejectLogins {
@@ -560,22 +568,24 @@ async fn rejected_logins_are_counted_and_their_arrivals_not_sent() {
     let target = start_target(faulty(2.0, faults)).await;
     let (_, summary) = run(&target, ScenarioBuilder::new().load(open(4, 20.0, 3.0))).await;
 
-    let refused = target.stats.injected(Fault::RejectedLogin);
-    assert!(refused >= 1);
+    let rejected = target.stats.injected(Fault::RejectedLogin);
+    assert!(rejected >= 1);
     let login = endpoint(&summary, "login");
-    assert_eq!(status_count(login, "401"), refused);
-    assert_eq!(target.stats.responses(LOGIN_ROUTE, 401), refused);
-    assert_eq!(summary.logins.counts.failed, refused);
+    assert_eq!(status_count(login, "401"), rejected);
+    assert_eq!(target.stats.responses(LOGIN_ROUTE, 401), rejected);
+    assert_eq!(summary.logins.counts.failed, rejected);
     assert_eq!(summary.logins.counts.initial, 3);
+    // The rejected user takes no arrivals: the other three serve them all.
     let list = endpoint(&summary, "list");
     assert_eq!(list.requests_intended, 60);
-    assert_eq!(list.ok + list.not_sent_login_failed, 60);
+    assert_eq!(list.not_sent_login_failed, 0);
+    assert_eq!(list.ok, 60);
     target.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_users_of_a_closed_model_send_nothing() {
-    // Users 2 and 4 of four are refused; users 1 and 3 carry the load.
+    // Users 2 and 4 of four are rejected; users 1 and 3 carry the load.
     let faults = Faults {
         reject_logins: Some(RejectLogins {
             users: Vec::new(),
@@ -586,14 +596,44 @@ async fn rejected_users_of_a_closed_model_send_nothing() {
     let target = start_target(faulty(2.0, faults)).await;
     let (_, summary) = run(&target, ScenarioBuilder::new().load(closed(4, 2.0))).await;
 
-    let refused = target.stats.injected(Fault::RejectedLogin);
-    assert!(refused >= 2);
-    assert_eq!(status_count(endpoint(&summary, "login"), "401"), refused);
+    let rejected = target.stats.injected(Fault::RejectedLogin);
+    assert!(rejected >= 2);
+    assert_eq!(status_count(endpoint(&summary, "login"), "401"), rejected);
     assert_eq!(summary.logins.counts.initial, 2);
     let list = endpoint(&summary, "list");
     assert!(list.ok > 0);
     assert_eq!(list.ok, list.requests_intended);
     assert_eq!(list.ok, target.stats.responses(LIST_ROUTE, 200));
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_first_user_stops_the_run() {
+    // The first user's login is the start-up check of the target and the
+    // login settings.
+    let faults = Faults {
+        reject_logins: Some(RejectLogins {
+            users: vec![1],
+            every: None,
+        }),
+        ..Faults::default()
+    };
+    let target = start_target(faulty(2.0, faults)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = ScenarioBuilder::new()
+        .load(closed(2, 2.0))
+        .plan_in(dir.path());
+    let options = RunOptions {
+        target_override: Some(target.base_url()),
+        ..RunOptions::default()
+    };
+    let error = engine::run(plan, options).await.unwrap_err();
+    assert!(
+        matches!(error, engine::SetupError::LoginRejected { .. }),
+        "{error}"
+    );
+    assert_eq!(target.stats.injected(Fault::RejectedLogin), 1);
+    assert_eq!(target.stats.arrival_times().len(), 0);
     target.stop().await;
 }
 
@@ -702,7 +742,7 @@ async fn server_timing_header_is_read_as_server_time() {
     target.stop().await;
 }
 
-/// The `dur` of `db` and `app` in `db;dur=<ms>, app;dur=<ms>`.
+/// Reads the `dur` of `db` and `app` from `db;dur=<ms>, app;dur=<ms>`.
 fn server_timing_durations(header: &str) -> (f64, f64) {
     let dur = |metric: &str| {
         header
@@ -737,12 +777,19 @@ async fn duration_spellings_give_the_same_server_time() {
     }
     for handle in runs {
         let (format, summary, body) = handle.await.unwrap();
-        let spelling = match format {
-            DurationFormat::Plain => "\"duration\":0.00",
-            DurationFormat::Exponent => "e-3",
-            _ => "\"duration\":\"0.00",
+        let duration = body
+            .split_once("\"duration\":")
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map(|(raw, _)| raw)
+            .unwrap_or_else(|| panic!("{format:?}: no duration in {body}"));
+        let spelled = match format {
+            DurationFormat::Plain => {
+                duration.starts_with("0.") && duration.len() == 8 && !duration.contains('e')
+            }
+            DurationFormat::Exponent => duration.contains("e-"),
+            _ => duration.starts_with("\"0.") && duration.ends_with('"'),
         };
-        assert!(body.contains(spelling), "{format:?}: {body}");
+        assert!(spelled, "{format:?}: {duration}");
         let list = endpoint(&summary, "list");
         assert_eq!(list.server_time_missing, 0, "{format:?}");
         // 5 ms of service, lengthened only by a busy machine; a misread
@@ -779,7 +826,7 @@ async fn null_and_missing_durations_are_counted_missing() {
 // Configuration: the scenario table and the serve flag.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn faults_table_in_a_scenario_reaches_the_embedded_target() {
+async fn scenario_faults_reach_embedded_target() {
     let dir = tempfile::tempdir().unwrap();
     let plan = ScenarioBuilder::new()
         .load(closed(2, 2.0))
@@ -833,7 +880,6 @@ fn fault_settings_in_a_scenario_are_checked() {
 }
 
 #[test]
-#[ignore = "`[target.embedded.faults]` without a `[target.embedded]` header fails: toml gives no span to the implicit `embedded` table, and `target.embedded` is read as `Spanned`"]
 fn faults_table_needs_no_embedded_header() {
     let dir = tempfile::tempdir().unwrap();
     let text = ScenarioBuilder::new()
