@@ -88,7 +88,7 @@ start_target() {
 
 stop_target() {
     if [[ -n "$SERVE_PID" ]] && kill -0 "$SERVE_PID" 2>/dev/null; then
-        kill -INT "$SERVE_PID"
+        kill -TERM "$SERVE_PID"
         wait "$SERVE_PID" 2>/dev/null || true
     fi
     SERVE_PID=""
@@ -128,3 +128,7 @@ write_credentials() {
 median() {
     sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+
+# The target stops with the script, however the script ends.
+trap stop_target EXIT
+trap 'exit 130' INT TERM

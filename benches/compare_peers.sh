@@ -42,13 +42,12 @@ build_parallax
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-trap stop_target EXIT
 
 {
     echo "nproc: $(nproc)"
     echo "cpu: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
     echo "kernel: $(uname -r)"
-    echo "parallax: $("$PARALLAX" --version)"
+    echo "parallax: $("$PARALLAX" --version), source $(git -C "$BENCH_ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     echo "wrk: $(wrk -v 2>&1 | head -1)"
     echo "oha: $(oha --version 2>/dev/null || echo not installed)"
     echo "hey: $(dpkg-query -W -f '${Version}' hey) (Debian package)"
@@ -124,7 +123,7 @@ for ((run = 1; run <= RUNS; run++)); do
         target_before="$(process_ticks "$SERVE_PID")"
         busy_before="$(machine_busy_ticks)"
         /usr/bin/time -f '%e %U %S' -o "$dir/time.txt" \
-            timeout --signal=INT --kill-after=5 "$RUN_LIMIT_S" \
+            timeout --signal=TERM --kill-after=5 "$RUN_LIMIT_S" \
             taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/stdout" 2>"$dir/stderr" || {
             log "$tool run $run failed; see $dir/stderr"
             tail -5 "$dir/stderr" >&2
@@ -144,6 +143,19 @@ for ((run = 1; run <= RUNS; run++)); do
     done
 done
 stop_target
+
+# The share of parallax's CPU time that goes to writing its reports after the
+# load: `parallax report` rebuilds the same reports from the run's journal.
+if [[ " ${TOOLS[*]} " == *" parallax "* ]]; then
+    rebuild="$OUT/report-rebuild"
+    rm -rf "$rebuild"
+    cp -r "$OUT/parallax-$RUNS/report" "$rebuild"
+    rm -f "$rebuild"/summary.* "$rebuild"/*.png "$rebuild"/*.csv
+    /usr/bin/time -f '%e %U %S' -o "$OUT/report-rebuild.time" \
+        timeout 60 taskset -c "$GEN_CPU" "$PARALLAX" report "$rebuild" >/dev/null
+    read -r _elapsed user_s sys_s <"$OUT/report-rebuild.time"
+    log "rebuilding one run's reports took $(awk -v u="$user_s" -v s="$sys_s" 'BEGIN { print u + s }') CPU-s"
+fi
 
 # Medians per tool, and parallax's ratio to each peer.
 {

@@ -31,7 +31,6 @@ build_parallax
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-trap stop_target EXIT
 
 wait_for_quiet || echo "not quiet" >"$OUT/not_quiet"
 start_target "$OUT/target.log" --service-time-ms 0.1
@@ -67,7 +66,7 @@ EOF
         load1="$(cut -d' ' -f1 /proc/loadavg)"
         uptime >"$dir/uptime.txt"
         /usr/bin/time -f '%e %U %S' -o "$dir/time.txt" \
-            timeout --signal=INT --kill-after=5 "$RUN_LIMIT_S" \
+            timeout --signal=TERM --kill-after=5 "$RUN_LIMIT_S" \
             taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/stdout" 2>"$dir/stderr" || {
             # Exit code 1 means a [checks] limit failed; this scenario has none.
             log "run at $rate req/s failed; see $dir/stderr"

@@ -1369,7 +1369,11 @@ fn is_secret_key(key: &str) -> bool {
     let names_secret = ["password", "passwd", "secret", "token", "api_key", "apikey"]
         .iter()
         .any(|word| lower.contains(word));
-    names_secret && !lower.ends_with("_env") && lower != "token_pointer"
+    // `password_env` names a variable and `password_field` a JSON key: neither holds a secret.
+    names_secret
+        && !lower.ends_with("_env")
+        && !lower.ends_with("_field")
+        && lower != "token_pointer"
 }
 
 fn redact_secret_keys(table: &mut toml::Table) {
@@ -1378,16 +1382,17 @@ fn redact_secret_keys(table: &mut toml::Table) {
             toml::Value::String(text) if is_secret_key(key) && !text.is_empty() => {
                 *text = "<redacted>".into()
             }
-            toml::Value::Table(inner) => redact_secret_keys(inner),
-            toml::Value::Array(items) => {
-                for item in items {
-                    if let toml::Value::Table(inner) = item {
-                        redact_secret_keys(inner);
-                    }
-                }
-            }
-            _ => {}
+            other => redact_nested(other),
         }
+    }
+}
+
+/// Redacts secret keys in the tables found anywhere inside `value`, arrays of arrays included.
+fn redact_nested(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(inner) => redact_secret_keys(inner),
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_nested),
+        _ => {}
     }
 }
 
