@@ -71,6 +71,8 @@ wait_for_quiet() {
 start_target() {
     local log_file="$1"
     shift
+    # Emptied first, so that the port read below is never an earlier run's.
+    : >"$log_file"
     taskset -c "$TARGET_CPU" "$PARALLAX" serve --port 0 --token-lifetime-s 3600 "$@" >"$log_file" 2>&1 &
     SERVE_PID=$!
     local tries=0
@@ -99,10 +101,12 @@ process_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
-# Busy CPU time of the whole machine so far, in clock ticks: every
-# /proc/stat column but idle and iowait.
-machine_busy_ticks() {
-    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+# CPU time of the whole machine so far, in clock ticks, from /proc/stat:
+# "task irq", where task is user + nice + system (the time of every process,
+# the generator's and the target's included) and irq is hardware and
+# software interrupt time, where the kernel accounts most loopback traffic.
+machine_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4, $7 + $8 }' /proc/stat
 }
 
 # A token for user1 from the target's login endpoint.

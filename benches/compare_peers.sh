@@ -15,10 +15,17 @@
 # sends `GET /api/items`; its rate is `all.requests_sent / run.load_elapsed_s`
 # from summary.json.
 #
+# Rates are completed responses divided by the run time each tool reports.
+# oha gets `--worker-threads 1`, because its default is the number of
+# physical cores, not the cores it may run on; parallax and hey size their
+# runtimes from the CPU affinity, and wrk runs one thread (`-t 1`).
+#
 # Generator CPU is the user + system time of the whole generator process
-# (`/usr/bin/time`), start-up and report writing included. "other busy" is
-# the machine's busy CPU time during the run minus the generator's and the
-# target's: work of other processes that competed for the two cores.
+# (`/usr/bin/time`), start-up and report writing included. Two more columns
+# describe the machine during the run: "irq_s" is interrupt time (mostly the
+# loopback traffic itself), and "other_s" is the CPU time of every process
+# but the generator and the target, that is, other work that competed for
+# the two cores. A quiet machine has other_s near 0.
 #
 # Usage: benches/compare_peers.sh        (results in $BENCH_OUT/compare_peers)
 set -euo pipefail
@@ -84,7 +91,7 @@ set_argv() {
     case "$tool" in
         parallax) ARGV=("$PARALLAX" run "$OUT/scenario.toml" --quiet --out "$dir/report") ;;
         wrk) ARGV=(wrk -t 1 -c "$CONNECTIONS" -d "${DURATION_S}s" -H "$header" "$URL") ;;
-        oha) ARGV=(oha --no-tui --output-format json -c "$CONNECTIONS" -z "${DURATION_S}s" -H "$header" "$URL") ;;
+        oha) ARGV=(oha --no-tui --output-format json --worker-threads 1 -c "$CONNECTIONS" -z "${DURATION_S}s" -H "$header" "$URL") ;;
         hey) ARGV=(hey -c "$CONNECTIONS" -z "${DURATION_S}s" -H "$header" "$URL") ;;
     esac
 }
@@ -102,7 +109,7 @@ read_result() {
         oha)
             jq -r '(.statusCodeDistribution | to_entries) as $s
                    | ([$s[].value] | add) as $n
-                   | "\($n) \(.summary.requestsPerSec) \($n - (.statusCodeDistribution["200"] // 0))"' \
+                   | "\($n) \($n / .summary.total) \($n - (.statusCodeDistribution["200"] // 0))"' \
                 "$dir/stdout" ;;
         hey)
             awk '/Requests\/sec/ { r = $2 } /^[ \t]*\[[0-9]+\]/ { n += $2; if ($1 != "[200]") e += $2 }
@@ -110,7 +117,7 @@ read_result() {
     esac
 }
 
-printf 'tool run requests rate_per_s non_2xx gen_cpu_s req_per_cpu_s target_cpu_s other_busy_s load1\n' >"$OUT/runs.txt"
+printf 'tool run requests rate_per_s non_2xx gen_cpu_s req_per_cpu_s target_cpu_s irq_s other_s load1\n' >"$OUT/runs.txt"
 for ((run = 1; run <= RUNS; run++)); do
     for tool in "${TOOLS[@]}"; do
         dir="$OUT/$tool-$run"
@@ -121,7 +128,7 @@ for ((run = 1; run <= RUNS; run++)); do
         load1="$(cut -d' ' -f1 /proc/loadavg)"
         uptime >"$dir/uptime.txt"
         target_before="$(process_ticks "$SERVE_PID")"
-        busy_before="$(machine_busy_ticks)"
+        read -r task_before irq_before < <(machine_ticks)
         /usr/bin/time -f '%e %U %S' -o "$dir/time.txt" \
             timeout --signal=TERM --kill-after=5 "$RUN_LIMIT_S" \
             taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/stdout" 2>"$dir/stderr" || {
@@ -130,15 +137,17 @@ for ((run = 1; run <= RUNS; run++)); do
             exit 1
         }
         target_after="$(process_ticks "$SERVE_PID")"
-        busy_after="$(machine_busy_ticks)"
+        read -r task_after irq_after < <(machine_ticks)
         read -r requests rate non_2xx < <(read_result "$tool" "$dir")
         read -r _elapsed user_s sys_s <"$dir/time.txt"
         awk -v tool="$tool" -v run="$run" -v n="$requests" -v r="$rate" -v e="$non_2xx" \
             -v u="$user_s" -v s="$sys_s" -v t0="$target_before" -v t1="$target_after" \
-            -v b0="$busy_before" -v b1="$busy_after" -v hz="$TICKS_PER_S" -v load1="$load1" \
+            -v k0="$task_before" -v k1="$task_after" -v i0="$irq_before" -v i1="$irq_after" \
+            -v hz="$TICKS_PER_S" -v load1="$load1" \
             'BEGIN {
-                cpu = u + s; target = (t1 - t0) / hz; other = (b1 - b0) / hz - cpu - target
-                printf "%s %d %d %.0f %d %.2f %.0f %.2f %.2f %s\n", tool, run, n, r, e, cpu, n / cpu, target, other, load1
+                cpu = u + s; target = (t1 - t0) / hz; irq = (i1 - i0) / hz
+                other = (k1 - k0) / hz - cpu - target
+                printf "%s %d %d %.0f %d %.2f %.0f %.2f %.2f %.2f %s\n", tool, run, n, r, e, cpu, n / cpu, target, irq, other, load1
             }' | tee -a "$OUT/runs.txt" >&2
     done
 done
@@ -159,14 +168,15 @@ fi
 
 # Medians per tool, and parallax's ratio to each peer.
 {
-    printf '%-9s %12s %14s %16s %10s\n' tool "req/s" "gen CPU-s" "req/CPU-s" "non-2xx"
+    printf '%-9s %12s %14s %16s %10s %12s\n' tool "req/s" "gen CPU-s" "req/CPU-s" "non-2xx" "other CPU-s"
     for tool in "${TOOLS[@]}"; do
         rows="$(awk -v t="$tool" '$1 == t' "$OUT/runs.txt")"
-        printf '%-9s %12.0f %14.2f %16.0f %10d\n' "$tool" \
+        printf '%-9s %12.0f %14.2f %16.0f %10d %12.2f\n' "$tool" \
             "$(cut -d' ' -f4 <<<"$rows" | median)" \
             "$(cut -d' ' -f6 <<<"$rows" | median)" \
             "$(cut -d' ' -f7 <<<"$rows" | median)" \
-            "$(awk '{ e += $5 } END { print e }' <<<"$rows")"
+            "$(awk '{ e += $5 } END { print e }' <<<"$rows")" \
+            "$(cut -d' ' -f10 <<<"$rows" | median)"
     done
 } >"$OUT/medians.txt"
 ratios="$(awk 'NR > 1 { rate[$1] = $2; eff[$1] = $4 }

@@ -29,11 +29,10 @@ const LOGIN_RESPONSE: &str = concat!(
     r#""finish":"2026-03-31 15:56:56'333","duration":0.078}}"#
 );
 
-/// A typical short list response: two items in `data`, about 250 bytes.
+/// A typical short list response: two small items in `data`, about 250 bytes.
 const LIST_RESPONSE: &str = concat!(
     r#"{"success":true,"statusCode":200,"message":"Success.","data":["#,
-    r#"{"id":1,"code":"ITEM-00001","name":"Item 1","price":1.99,"status":"active"},"#,
-    r#"{"id":2,"code":"ITEM-00002","name":"Item 2","price":2.99,"status":"active"}],"#,
+    r#"{"id":1,"name":"Item 1","price":1.99},{"id":2,"name":"Item 2","price":2.99}],"#,
     r#""rows":2,"apiCost":{"start":"2026-03-31 15:56:56'255","#,
     r#""finish":"2026-03-31 15:56:56'257","duration":0.002}}"#
 );
@@ -56,7 +55,7 @@ const EMBEDDED_LIST_RESPONSE: &str = concat!(
     r#""finish":"2026-03-31 15:56:56'255","duration":0.000028223}}"#
 );
 
-/// Index of the one request endpoint; 0 is the login endpoint.
+/// Index of the one request endpoint, after the login endpoint at 0.
 const LIST_ENDPOINT: usize = 1;
 
 /// Endpoints of the benchmarked stats: login plus one request.
@@ -78,8 +77,8 @@ impl Xorshift {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// A value between `low` and `high` microseconds, skewed to the low end
-    /// like a latency distribution (the minimum of two uniform draws).
+    /// Draws a value between `low` and `high` microseconds, skewed to the
+    /// low end like a latency distribution: the minimum of two uniform draws.
     fn latency_us(&mut self, low: u64, high: u64) -> u64 {
         let span = high - low;
         low + (self.next() % span).min(self.next() % span)
@@ -88,7 +87,7 @@ impl Xorshift {
 
 /// Open-model samples of successful list requests, as the user loop builds
 /// them: raw and corrected latency, schedule lag, server time and a clock
-/// estimate. This is the costliest kind to record: five histograms.
+/// estimate. They are the costliest kind to record, with five histograms.
 fn open_model_samples() -> Vec<Sample> {
     let mut random = Xorshift(0x9E37_79B9_7F4A_7C15);
     (0..SAMPLE_COUNT)
@@ -203,8 +202,8 @@ fn record(c: &mut Criterion) {
         })
     });
 
-    // A first record into fresh histograms, which allocates their buckets;
-    // it happens once per histogram per run, not per request.
+    // A first record into fresh histograms allocates their buckets. It
+    // happens once per histogram and run, not per request.
     group.bench_function("stats_set_first_sample_into_empty", |b| {
         b.iter_batched_ref(
             || StatsSet::new(ENDPOINT_COUNT),

@@ -1,9 +1,9 @@
 //! Fuzzes `parse_api_timestamp`, the reader of `apiCost.start` and `finish`.
 //!
-//! Input: the timestamp text (inputs that are not UTF-8 are skipped, since
-//! the parser only ever sees JSON strings). Beyond not panicking, a value it
-//! returns must be whole milliseconds and must survive being written in the
-//! documented form and read back.
+//! Input: the timestamp text. Inputs that are not UTF-8 are skipped, since
+//! the parser only receives the values of JSON strings. Beyond not
+//! panicking, a value it returns must be whole milliseconds and must survive
+//! being written in the documented form and read back.
 
 #![no_main]
 

@@ -6,9 +6,10 @@
 //! input is the body, read with the default source (`/apiCost/duration` in
 //! seconds), so documented envelopes are seeds as they are. SOURCE is the
 //! one byte after the first NUL, whatever its value: mod 4 it picks the
-//! source (body, Server-Timing, header, none), / 4 mod 3 the unit. NAME is the JSON pointer, the
-//! Server-Timing metric or the header name. HEADER, split at newlines, is
-//! sent both as `Server-Timing` and under the header name.
+//! source (body, Server-Timing, header, none), / 4 mod 3 the unit. NAME is
+//! the JSON pointer, the Server-Timing metric or the header name. HEADER,
+//! split at newlines, is sent both as `Server-Timing` and under the header
+//! name.
 
 #![no_main]
 
@@ -16,7 +17,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use libfuzzer_sys::fuzz_target;
-use parallax::api::{number_in, parse_api_timestamp, parse_response, ServerTimeSource, TimeUnit};
+use parallax::api::{
+    number_in, parse_api_timestamp, parse_response, server_timing, ServerTimeSource, TimeUnit,
+};
 use parallax::metrics::{MissingReason, ServerTime, MAX_LATENCY_US};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -58,11 +61,29 @@ fuzz_target!(|data: &[u8]| {
             };
             assert_eq!(envelope.server_time, expected);
         }
-        _ => {}
+        ServerTimeSource::ServerTiming { metric } => {
+            assert_eq!(
+                envelope.server_time,
+                server_timing(&headers, metric.as_deref())
+            );
+        }
+        ServerTimeSource::Body { .. } => {}
     }
 
+    if serde_json::from_slice::<de::IgnoredAny>(body).is_err() {
+        assert_eq!(envelope.success, None);
+        assert_eq!(envelope.status_code, None);
+        assert_eq!(envelope.api_cost_span, None);
+        if let ServerTimeSource::Body { .. } = source {
+            assert_eq!(
+                envelope.server_time,
+                ServerTime::Missing(MissingReason::NotJson)
+            );
+        }
+        return;
+    }
     // The reference reading needs a body without duplicate keys: JSON leaves
-    // their meaning open, so any answer the parser gives for them is allowed.
+    // their meaning open, so any result the parser gives for them is allowed.
     let Ok(Strict(value)) = serde_json::from_slice::<Strict>(body) else {
         return;
     };
@@ -75,7 +96,10 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     };
-    assert_eq!(envelope.success, top.get("success").and_then(Value::as_bool));
+    assert_eq!(
+        envelope.success,
+        top.get("success").and_then(Value::as_bool)
+    );
     assert_eq!(
         envelope.status_code,
         top.get("statusCode").and_then(Value::as_i64)
@@ -100,7 +124,7 @@ fn fallback_header() -> HeaderName {
     HeaderName::from_static("x-response-time")
 }
 
-/// The bytes before the first NUL, and those after it if there is one.
+/// Splits `data` at its first NUL byte, which belongs to neither part.
 fn split_at_nul(data: &[u8]) -> (&[u8], Option<&[u8]>) {
     match data.iter().position(|&b| b == 0) {
         Some(nul) => (&data[..nul], Some(&data[nul + 1..])),
@@ -134,9 +158,9 @@ fn source_from(selector: u8, name: &[u8]) -> (ServerTimeSource, HeaderName) {
     (source, header_name)
 }
 
-/// The server times a plain reading of the body allows: walk the pointer
-/// through the parsed value (RFC 6901), then apply the documented rules.
-/// Only a string can allow two answers (see the comment there).
+/// Lists the server times that a plain reading of the body allows. It walks
+/// the pointer through the parsed value (RFC 6901) and then applies the
+/// documented rules. Only a string allows two results (see the comment there).
 fn allowed_body_times(root: &Value, pointer: &[String], unit: TimeUnit) -> Vec<ServerTime> {
     let missing = |reason| vec![ServerTime::Missing(reason)];
     let mut current = root;
@@ -170,21 +194,22 @@ fn allowed_body_times(root: &Value, pointer: &[String], unit: TimeUnit) -> Vec<S
     }
 }
 
-/// An array index as parallax reads it.
+/// Parses an array index the way parallax does.
 ///
 /// NOTE: RFC 6901 allows only `0` or digits without a leading zero, but
 /// parallax takes whatever `usize::from_str` takes, so `/a/01` and `/a/+1`
-/// pick element 1 where the RFC picks nothing. Reported to the lead; this
-/// mirrors parallax so the target goes on finding other differences.
+/// select element 1 where the RFC selects nothing. This mirrors parallax
+/// so that the target still reports other differences.
 fn array_index(segment: &str) -> Option<usize> {
     segment.parse().ok()
 }
 
-/// The `apiCost` spans a plain reading allows.
+/// Lists the `apiCost` spans that a plain reading allows.
 ///
 /// NOTE: parallax reads `apiCost` with a derived `Deserialize`, which also
-/// takes an array `[start, finish]` as the two fields. Reported to the lead;
-/// both answers are allowed for an array until it is settled.
+/// accepts an array `[start, finish]` as the two fields, although the
+/// envelope defines `apiCost` as an object. Both results are allowed for an
+/// array, so that the target still reports other differences.
 fn allowed_spans(api_cost: Option<&Value>) -> Vec<Option<(i64, i64)>> {
     let span = |start: Option<&Value>, finish: Option<&Value>| {
         let read = |value: Option<&Value>| parse_api_timestamp(value?.as_str()?);
