@@ -123,7 +123,7 @@ for ((run = 1; run <= RUNS; run++)); do
         dir="$OUT/$tool-$run"
         mkdir -p "$dir"
         set_argv "$tool" "$dir" '<token>'
-        echo "taskset -c $GEN_CPU ${ARGV[*]}" >"$dir/command.txt"
+        printf '%q ' taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/command.txt"
         set_argv "$tool" "$dir" "$(login_token)"
         load1="$(cut -d' ' -f1 /proc/loadavg)"
         uptime >"$dir/uptime.txt"

@@ -13,6 +13,10 @@
 # Goal at 1000 req/s: rate error under 0.5 %, lag p50 under 0.1 ms, p99
 # under 1 ms.
 #
+# The runs table also has the CPU time of parallax, of the target and of
+# every other process during the run, to tell which one limited a rate that
+# was not reached.
+#
 # Usage: benches/open_model_accuracy.sh   (results in $BENCH_OUT/open_model_accuracy)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -36,7 +40,7 @@ wait_for_quiet || echo "not quiet" >"$OUT/not_quiet"
 start_target "$OUT/target.log" --service-time-ms 0.1
 write_credentials "$OUT/users.csv" "$USERS"
 
-printf 'rate run achieved_rps error_pct lag_p50_ms lag_p99_ms lag_p99_9_ms lag_max_ms no_free_user sent not_sent errors gen_cpu_s load1 warnings\n' >"$OUT/runs.txt"
+printf 'rate run achieved_rps error_pct lag_p50_ms lag_p99_ms lag_p99_9_ms lag_max_ms no_free_user sent not_sent errors gen_cpu_s target_cpu_s other_s load1 warnings\n' >"$OUT/runs.txt"
 for rate in "${RATES[@]}"; do
     cat >"$OUT/open-$rate.toml" <<EOF
 name = "open-$rate"
@@ -62,9 +66,11 @@ EOF
         dir="$OUT/open-$rate-$run"
         mkdir -p "$dir"
         ARGV=("$PARALLAX" run "$OUT/open-$rate.toml" --quiet --out "$dir/report")
-        echo "taskset -c $GEN_CPU ${ARGV[*]}" >"$dir/command.txt"
+        printf '%q ' taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/command.txt"
         load1="$(cut -d' ' -f1 /proc/loadavg)"
         uptime >"$dir/uptime.txt"
+        target_before="$(process_ticks "$SERVE_PID")"
+        read -r task_before _irq < <(machine_ticks)
         /usr/bin/time -f '%e %U %S' -o "$dir/time.txt" \
             timeout --signal=TERM --kill-after=5 "$RUN_LIMIT_S" \
             taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/stdout" 2>"$dir/stderr" || {
@@ -73,14 +79,20 @@ EOF
             tail -5 "$dir/stderr" >&2
             exit 1
         }
+        target_after="$(process_ticks "$SERVE_PID")"
+        read -r task_after _irq < <(machine_ticks)
         read -r _elapsed user_s sys_s <"$dir/time.txt"
+        # The target's CPU time and that of every other process (see compare_peers.sh).
+        read -r cpu target other < <(awk -v u="$user_s" -v s="$sys_s" -v t0="$target_before" -v t1="$target_after" \
+            -v k0="$task_before" -v k1="$task_after" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { c = u + s; t = (t1 - t0) / hz; printf "%.2f %.2f %.2f\n", c, t, (k1 - k0) / hz - c - t }')
         jq -r --arg rate "$rate" --arg run "$run" --arg load1 "$load1" \
-            --arg cpu "$(awk -v u="$user_s" -v s="$sys_s" 'BEGIN { printf "%.2f", u + s }')" '
+            --arg cpu "$cpu" --arg target "$target" --arg other "$other" '
             .generator as $g | .all as $a | $g.schedule_lag_ms as $l
             | [$rate, $run, ($g.achieved_rate_rps | floor), ($g.rate_error_percent * 1000 | round / 1000),
                $l.p50_ms, $l.p99_ms, $l.p99_9_ms, $l.max_ms, $g.arrivals_without_free_user,
                $a.requests_sent, ($a.requests_intended - $a.requests_sent),
-               ($a.requests_sent - $a.ok), $cpu, $load1, ($g.warnings | length)]
+               ($a.requests_sent - $a.ok), $cpu, $target, $other, $load1, ($g.warnings | length)]
             | map(tostring) | join(" ")' "$dir/report/summary.json" | tee -a "$OUT/runs.txt" >&2
         jq -r '.generator.warnings[]' "$dir/report/summary.json" >"$dir/warnings.txt"
     done

@@ -17,6 +17,20 @@ fuzz_target!(|data: &[u8]| {
     let Some(micros) = parse_api_timestamp(text) else {
         return;
     };
+
+    // parallax reads the fixed positions itself, so chrono's parser of the
+    // same form checks the date and time arithmetic. A result means the
+    // first 19 bytes are ASCII.
+    let date_time = &text.trim()[..19];
+    let reference = chrono::NaiveDateTime::parse_from_str(date_time, "%Y-%m-%d %H:%M:%S")
+        .unwrap_or_else(|error| {
+            panic!("{text:?} gave {micros} us, but chrono rejects it: {error}")
+        });
+    assert_eq!(
+        micros.div_euclid(1_000_000),
+        reference.and_utc().timestamp(),
+        "{text:?}: whole seconds differ from chrono's reading"
+    );
     assert_eq!(
         micros.rem_euclid(1000),
         0,
