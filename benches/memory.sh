@@ -3,8 +3,9 @@
 # users, and RSS over a longer run, to show that memory does not grow with
 # the number of requests.
 #
-# Target: `parallax serve --service-time-ms 1` on 127.0.0.1, pinned to core
-# TARGET_CPU (default 0); parallax is pinned to core GEN_CPU (default 1).
+# Target: `parallax serve --service-time-ms 1` on 127.0.0.1, started afresh
+# for each run and pinned to core TARGET_CPU (default 0); parallax is pinned
+# to core GEN_CPU (default 1) and sent there with `--target`.
 # The target accepts user1..user1000, so the credentials file has those 1000
 # demo users and the virtual users take them round-robin.
 #
@@ -41,16 +42,16 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 wait_for_quiet || echo "not quiet" >"$OUT/not_quiet"
-start_target "$OUT/target.log" --service-time-ms 1
 write_credentials "$OUT/users.csv" 1000
 
 # Writes a closed-model scenario: name, users, duration, extra [load] lines.
+# The base URL is a placeholder, because each run gets a fresh target.
 write_scenario() {
     cat >"$OUT/$1.toml" <<EOF
 name = "memory-$1"
 
 [target]
-base_url = "$SERVE_URL"
+base_url = "http://127.0.0.1:1"
 
 [login]
 credentials = { csv = "users.csv" }
@@ -75,14 +76,16 @@ write_scenario long-run 50 "$LONG_S" ""
 
 printf 'run users duration_s peak_rss_mib max_fds requests_sent logins gen_cpu_s load1\n' >"$OUT/runs.txt"
 
-# Runs one scenario under /usr/bin/time -v, and writes "elapsed_s vmrss_kib
-# fds" lines to rss.txt every sample_s seconds.
+# Runs one scenario under /usr/bin/time -v against a fresh target, so that
+# no run inherits the connections of the one before, and writes "elapsed_s
+# vmrss_kib fds" lines to rss.txt every sample_s seconds.
 measure() {
     local name="$1" users="$2" duration="$3" sample_s="${4:-1}"
     local dir="$OUT/$name"
     mkdir -p "$dir"
-    local argv=("$PARALLAX" run "$OUT/$name.toml" --quiet --out "$dir/report")
-    echo "taskset -c $GEN_CPU ${argv[*]}" >"$dir/command.txt"
+    start_target "$dir/target.log" --service-time-ms 1
+    local argv=("$PARALLAX" run "$OUT/$name.toml" --target "$SERVE_URL" --quiet --out "$dir/report")
+    printf '%q ' taskset -c "$GEN_CPU" "${argv[@]}" >"$dir/command.txt"
     local load1
     load1="$(cut -d' ' -f1 /proc/loadavg)"
     uptime >"$dir/uptime.txt"
@@ -98,6 +101,7 @@ measure() {
         exit 1
     }
     wait "$sampler"
+    stop_target
     local peak_kib user_s sys_s
     peak_kib="$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$dir/time.txt")"
     user_s="$(awk -F': ' '/User time/ { print $2 }' "$dir/time.txt")"
@@ -131,7 +135,6 @@ measure users-50 50 10
 measure users-10000 10000 20
 measure users-10000-ramp 10000 20
 measure long-run 50 "$LONG_S" "$SAMPLE_S"
-stop_target
 
 echo
 echo "runs ($OUT/runs.txt):"

@@ -196,7 +196,7 @@ impl RateSchedule {
                     remaining / from
                 } else {
                     // from * t + slope / 2 * t^2 = remaining, for the root in [0, length].
-                    (-from + (from * from + 2.0 * slope * remaining).sqrt()) / slope
+                    (-from + (from * from + 2.0 * slope * remaining).max(0.0).sqrt()) / slope
                 };
                 return Some(start + offset.clamp(0.0, length));
             }
@@ -546,6 +546,27 @@ mod tests {
         assert_eq!(count(33.3, 2.5), 83);
         assert_eq!(count(0.01, 2.0), 0);
         assert_eq!(count(100.0, 10.0), 1000);
+    }
+
+    #[test]
+    fn vanishing_ramp_does_not_panic() {
+        // Rounding once made the quadratic's discriminant negative here.
+        let schedule = RateSchedule::new(
+            1.0,
+            vec![
+                Stage {
+                    duration: Duration::from_secs(1),
+                    rate_per_s: 0.030801751210771795,
+                    ramp: Ramp::Step,
+                },
+                Stage {
+                    duration: Duration::from_secs_f64(30.46568655),
+                    rate_per_s: 1e-300,
+                    ramp: Ramp::Linear,
+                },
+            ],
+        );
+        assert!(schedule.arrivals(ArrivalProcess::Uniform).count() <= 2);
     }
 
     #[test]
