@@ -1,14 +1,15 @@
 # shellcheck shell=bash
 # Helpers shared by the benchmark scripts in this folder; sourced, not run.
 #
-# Every target these scripts start is `parallax serve` on 127.0.0.1, and every
-# load they apply stops by itself: each command runs under `timeout`.
+# Every target these scripts start is `parallax serve` on 127.0.0.1 and stops
+# with the script. Every load they apply runs under `timeout`, so it stops
+# by itself.
 #
 # Settings, from the environment:
 #   CARGO_TARGET_DIR   where the release build goes (default /tmp/bench-target)
 #   BENCH_OUT          folder for raw results (default /tmp/parallax-bench)
 #   BENCH_MAX_LOAD     1-minute load average to wait for before measuring (default 1)
-#   BENCH_LOAD_WAIT_S  longest wait for that load, in seconds (default 600)
+#   BENCH_LOAD_WAIT_S  maximum wait for that load, in seconds (default 600)
 #   TARGET_CPU         core the target is pinned to (default 0)
 #   GEN_CPU            core the load generator is pinned to (default 1)
 
@@ -102,11 +103,14 @@ process_ticks() {
 }
 
 # CPU time of the whole machine so far, in clock ticks, from /proc/stat:
-# "task irq", where task is user + nice + system (the time of every process,
-# the generator's and the target's included) and irq is hardware and
-# software interrupt time, where the kernel accounts most loopback traffic.
+# "busy irq steal". busy is user + nice + system + irq + softirq: the time
+# of every process, the generator's and the target's included, plus the
+# interrupt time in which the kernel handles most loopback traffic. A
+# process's own CPU time covers part of that interrupt time, so the two
+# overlap. irq is the interrupt time alone, and steal the time the
+# hypervisor gave to other guests.
 machine_ticks() {
-    awk '/^cpu / { print $2 + $3 + $4, $7 + $8 }' /proc/stat
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $7 + $8, $9 }' /proc/stat
 }
 
 # A token for user1 from the target's login endpoint.

@@ -4,28 +4,30 @@
 #
 # Target: `parallax serve --service-time-ms 0` on 127.0.0.1, pinned to core
 # TARGET_CPU (default 0). Each generator is pinned to core GEN_CPU (default
-# 1), keeps CONNECTIONS (50) connections alive for DURATION_S (10) seconds,
-# and runs RUNS (3) times; the rounds interleave the tools so that a change
-# in the machine's load hits all of them alike. Every run is wrapped in
-# `timeout`, so the script always ends.
+# 1) and keeps CONNECTIONS (50) connections alive for DURATION_S (10)
+# seconds. Each tool runs RUNS (3) times, and the rounds interleave the
+# tools so that a change in the machine's speed hits all of them alike.
+# Every run is wrapped in `timeout`, so the script always ends.
 #
 # The peers all send `Authorization: Bearer <token>` with one token from the
-# login endpoint. parallax logs its 50 users in itself (part of its job;
-# the logins happen before the load and `load_elapsed_s` excludes them) and
-# sends `GET /api/items`; its rate is `all.requests_sent / run.load_elapsed_s`
-# from summary.json.
+# login endpoint. parallax logs its 50 users in itself, because that is part
+# of its job. The logins happen before the load, and `load_elapsed_s`
+# excludes them. parallax sends `GET /api/items`, and its rate is
+# `all.requests_sent / run.load_elapsed_s` from summary.json.
 #
 # Rates are completed responses divided by the run time each tool reports.
 # oha gets `--worker-threads 1`, because its default is the number of
-# physical cores, not the cores it may run on; parallax and hey size their
+# physical cores, not the cores it may run on. parallax and hey size their
 # runtimes from the CPU affinity, and wrk runs one thread (`-t 1`).
 #
 # Generator CPU is the user + system time of the whole generator process
-# (`/usr/bin/time`), start-up and report writing included. Two more columns
-# describe the machine during the run: "irq_s" is interrupt time (mostly the
-# loopback traffic itself), and "other_s" is the CPU time of every process
-# but the generator and the target, that is, other work that competed for
-# the two cores. A quiet machine has other_s near 0.
+# (`/usr/bin/time`), start-up and report writing included. Three more
+# columns describe the machine during the run. "irq_s" is interrupt time,
+# mostly the loopback traffic itself. "other_s" is the machine's busy time
+# (processes and interrupts) minus the generator's and the target's CPU
+# time: other work that competed for the two cores. It is near 0, and can
+# be slightly negative, on a quiet machine. "steal_s" is time the
+# hypervisor gave to other guests.
 #
 # Usage: benches/compare_peers.sh        (results in $BENCH_OUT/compare_peers)
 set -euo pipefail
@@ -117,7 +119,7 @@ read_result() {
     esac
 }
 
-printf 'tool run requests rate_per_s non_2xx gen_cpu_s req_per_cpu_s target_cpu_s irq_s other_s load1\n' >"$OUT/runs.txt"
+printf 'tool run requests rate_per_s non_2xx gen_cpu_s req_per_cpu_s target_cpu_s irq_s other_s steal_s load1\n' >"$OUT/runs.txt"
 for ((run = 1; run <= RUNS; run++)); do
     for tool in "${TOOLS[@]}"; do
         dir="$OUT/$tool-$run"
@@ -128,7 +130,7 @@ for ((run = 1; run <= RUNS; run++)); do
         load1="$(cut -d' ' -f1 /proc/loadavg)"
         uptime >"$dir/uptime.txt"
         target_before="$(process_ticks "$SERVE_PID")"
-        read -r task_before irq_before < <(machine_ticks)
+        read -r busy_before irq_before steal_before < <(machine_ticks)
         /usr/bin/time -f '%e %U %S' -o "$dir/time.txt" \
             timeout --signal=TERM --kill-after=5 "$RUN_LIMIT_S" \
             taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/stdout" 2>"$dir/stderr" || {
@@ -137,17 +139,17 @@ for ((run = 1; run <= RUNS; run++)); do
             exit 1
         }
         target_after="$(process_ticks "$SERVE_PID")"
-        read -r task_after irq_after < <(machine_ticks)
+        read -r busy_after irq_after steal_after < <(machine_ticks)
         read -r requests rate non_2xx < <(read_result "$tool" "$dir")
         read -r _elapsed user_s sys_s <"$dir/time.txt"
         awk -v tool="$tool" -v run="$run" -v n="$requests" -v r="$rate" -v e="$non_2xx" \
             -v u="$user_s" -v s="$sys_s" -v t0="$target_before" -v t1="$target_after" \
-            -v k0="$task_before" -v k1="$task_after" -v i0="$irq_before" -v i1="$irq_after" \
-            -v hz="$TICKS_PER_S" -v load1="$load1" \
+            -v b0="$busy_before" -v b1="$busy_after" -v i0="$irq_before" -v i1="$irq_after" \
+            -v s0="$steal_before" -v s1="$steal_after" -v hz="$TICKS_PER_S" -v load1="$load1" \
             'BEGIN {
                 cpu = u + s; target = (t1 - t0) / hz; irq = (i1 - i0) / hz
-                other = (k1 - k0) / hz - cpu - target
-                printf "%s %d %d %.0f %d %.2f %.0f %.2f %.2f %.2f %s\n", tool, run, n, r, e, cpu, n / cpu, target, irq, other, load1
+                other = (b1 - b0) / hz - cpu - target; steal = (s1 - s0) / hz
+                printf "%s %d %d %.0f %d %.2f %.0f %.2f %.2f %.2f %.2f %s\n", tool, run, n, r, e, cpu, n / cpu, target, irq, other, steal, load1
             }' | tee -a "$OUT/runs.txt" >&2
     done
 done

@@ -4,22 +4,22 @@
 # the number of requests.
 #
 # Target: `parallax serve --service-time-ms 1` on 127.0.0.1, started afresh
-# for each run and pinned to core TARGET_CPU (default 0); parallax is pinned
-# to core GEN_CPU (default 1) and sent there with `--target`.
+# for each run and pinned to core TARGET_CPU (default 0). parallax is pinned
+# to core GEN_CPU (default 1) and sent to the target with `--target`.
 # The target accepts user1..user1000, so the credentials file has those 1000
 # demo users and the virtual users take them round-robin.
 #
 # Runs (closed model, one `GET /api/items` per iteration):
 #   users-50      50 users, no pacing, 10 s: as many requests as the target takes
-#   users-10000   10,000 users, pacing 5 s (2,000 req/s in all), 20 s; the
+#   users-10000   10,000 users, pacing 5 s (2,000 req/s in all), 20 s. The
 #                 10,000 logins run at most 64 at a time, before the load.
 #                 Every user starts at once, so the first iteration sends
 #                 10,000 requests together and parallax opens about as many
 #                 connections.
 #   users-10000-ramp  the same with ramp_up_s = 5: the starts are spread
 #                 over one pacing interval, so far fewer requests overlap
-#   long-run      50 users, no pacing, LONG_S (default 180) seconds; VmRSS
-#                 sampled from /proc every SAMPLE_S (default 5) seconds
+#   long-run      50 users, no pacing, LONG_S (default 180) seconds, with
+#                 VmRSS sampled from /proc every SAMPLE_S (default 5) seconds
 #
 # Peak RSS is "Maximum resident set size" of `/usr/bin/time -v`. VmRSS and
 # the number of open file descriptors (mostly connections) are sampled every
@@ -84,11 +84,13 @@ measure() {
     local dir="$OUT/$name"
     mkdir -p "$dir"
     start_target "$dir/target.log" --service-time-ms 1
+
     local argv=("$PARALLAX" run "$OUT/$name.toml" --target "$SERVE_URL" --quiet --out "$dir/report")
     printf '%q ' taskset -c "$GEN_CPU" "${argv[@]}" >"$dir/command.txt"
     local load1
     load1="$(cut -d' ' -f1 /proc/loadavg)"
     uptime >"$dir/uptime.txt"
+
     timeout --signal=TERM --kill-after=5 $((duration + 120)) \
         /usr/bin/time -v -o "$dir/time.txt" \
         taskset -c "$GEN_CPU" "${argv[@]}" >"$dir/stdout" 2>"$dir/stderr" &
@@ -102,6 +104,7 @@ measure() {
     }
     wait "$sampler"
     stop_target
+
     local peak_kib user_s sys_s
     peak_kib="$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$dir/time.txt")"
     user_s="$(awk -F': ' '/User time/ { print $2 }' "$dir/time.txt")"

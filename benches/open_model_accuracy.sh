@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# How closely parallax's open model keeps to its arrival schedule: the
-# achieved rate against the planned one, and the schedule lag (first send
-# minus intended start), at RATES (default 1000 5000 20000 req/s).
+# Measures how closely parallax's open model keeps to its arrival schedule:
+# the achieved rate against the planned one, and the schedule lag (first
+# send minus intended start), at RATES (default 1000 5000 20000 req/s).
 #
 # Target: `parallax serve --service-time-ms 0.1` on 127.0.0.1, pinned to core
 # TARGET_CPU (default 0); parallax is pinned to core GEN_CPU (default 1).
@@ -70,22 +70,22 @@ EOF
         load1="$(cut -d' ' -f1 /proc/loadavg)"
         uptime >"$dir/uptime.txt"
         target_before="$(process_ticks "$SERVE_PID")"
-        read -r task_before _irq < <(machine_ticks)
+        read -r busy_before _irq _steal < <(machine_ticks)
         /usr/bin/time -f '%e %U %S' -o "$dir/time.txt" \
             timeout --signal=TERM --kill-after=5 "$RUN_LIMIT_S" \
             taskset -c "$GEN_CPU" "${ARGV[@]}" >"$dir/stdout" 2>"$dir/stderr" || {
-            # Exit code 1 means a [checks] limit failed; this scenario has none.
+            # The scenario has no [checks], so any exit code but 0 is a failure.
             log "run at $rate req/s failed; see $dir/stderr"
             tail -5 "$dir/stderr" >&2
             exit 1
         }
         target_after="$(process_ticks "$SERVE_PID")"
-        read -r task_after _irq < <(machine_ticks)
+        read -r busy_after _irq _steal < <(machine_ticks)
         read -r _elapsed user_s sys_s <"$dir/time.txt"
         # The target's CPU time and that of every other process (see compare_peers.sh).
         read -r cpu target other < <(awk -v u="$user_s" -v s="$sys_s" -v t0="$target_before" -v t1="$target_after" \
-            -v k0="$task_before" -v k1="$task_after" -v hz="$(getconf CLK_TCK)" \
-            'BEGIN { c = u + s; t = (t1 - t0) / hz; printf "%.2f %.2f %.2f\n", c, t, (k1 - k0) / hz - c - t }')
+            -v b0="$busy_before" -v b1="$busy_after" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { c = u + s; t = (t1 - t0) / hz; printf "%.2f %.2f %.2f\n", c, t, (b1 - b0) / hz - c - t }')
         jq -r --arg rate "$rate" --arg run "$run" --arg load1 "$load1" \
             --arg cpu "$cpu" --arg target "$target" --arg other "$other" '
             .generator as $g | .all as $a | $g.schedule_lag_ms as $l
