@@ -90,7 +90,7 @@ impl ServerTimeSource {
 /// The fields of a response that parallax reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Envelope {
-    /// `Some(false)` only when the body says `"success": false` as a JSON boolean.
+    /// `Some(false)` only when the body contains `"success": false` as a JSON boolean.
     pub success: Option<bool>,
     pub status_code: Option<i64>,
     pub server_time: ServerTime,
@@ -334,7 +334,7 @@ fn top_level<'a>(body: &'a [u8], head: Option<&str>) -> Result<TopLevel<'a>, ()>
     Ok(fields)
 }
 
-/// A map key, borrowed from the body unless it holds escapes.
+/// A map key, borrowed from the body unless it contains escapes.
 struct Key<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {

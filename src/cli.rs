@@ -58,7 +58,7 @@ pub enum Command {
     /// Rebuild the reports of a run from the journal in its report folder,
     /// for a run that was killed before it could write them.
     Report {
-        /// The run's report folder (it holds journal.jsonl).
+        /// The run's report folder, which contains journal.jsonl.
         dir: PathBuf,
     },
     /// Serve the embedded demo target until Ctrl-C.

@@ -422,7 +422,7 @@ async fn drive_load(
         wait_for_users(&tracker, shared, plan, end_of_load, &options.interrupt).await;
 
     if let Some(queue) = queue {
-        // Arrivals nobody picked up before the end were intended but never sent.
+        // Arrivals still queued at the end were intended but never sent.
         while let Ok(arrival) = queue.try_recv() {
             let sample = Sample::not_sent(arrival.request + 1, NotSentReason::RunStopped);
             shared.recorder.record(0, &sample);

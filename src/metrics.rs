@@ -23,8 +23,8 @@ pub const LOGIN_ENDPOINT: usize = 0;
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 const SIGNIFICANT_DIGITS: u8 = 3;
 
-/// How one intended request ended. Every request the plan intended ends in
-/// exactly one outcome.
+/// The outcome of one intended request. Every request the plan intended ends
+/// in exactly one outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A response the scenario's `[response]` rules accept: by default any
@@ -32,7 +32,7 @@ pub enum Outcome {
     Ok,
     /// A response with a non-2xx HTTP status (after one retry on 401).
     HttpError(u16),
-    /// A 2xx response whose envelope says `success: false`.
+    /// A 2xx response whose envelope contains `success: false`.
     AppError,
     /// No complete response within the request timeout.
     Timeout,
@@ -52,7 +52,7 @@ impl Outcome {
     }
 }
 
-/// Why an intended request was never sent.
+/// The reason an intended request was never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotSentReason {
     /// The run ended or was interrupted before the request could start.
@@ -72,7 +72,7 @@ pub enum ServerTime {
     Missing(MissingReason),
 }
 
-/// Why a response carried no usable server time.
+/// The reason a response carried no usable server time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingReason {
     /// The body is not JSON (and the time was expected in the body).
@@ -81,14 +81,14 @@ pub enum MissingReason {
     Absent,
     /// The field is `null`.
     Null,
-    /// The field is a string that holds no number, a boolean, an object or an array.
+    /// The field is a string without a number, a boolean, an object or an array.
     NotANumber,
     Negative,
     /// Above one hour, or not finite.
     TooLarge,
     /// The header (or the Server-Timing metric) is absent.
     NoHeader,
-    /// The scenario says the server reports no time; not counted as missing.
+    /// The scenario sets no server-time source, so the time is not counted as missing.
     NotReported,
     /// No response arrived (transport failure, not sent); not counted as missing.
     NoResponse,
@@ -172,7 +172,7 @@ impl Sample {
     }
 }
 
-/// What a response said beyond its status and server time.
+/// Facts about a response beyond its status and server time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResponseDetails {
     /// The body's `statusCode` differs from the HTTP status.
@@ -224,7 +224,7 @@ impl ClockSample {
     }
 }
 
-/// How the coordinated-omission-corrected latency of a sample is obtained.
+/// The way the coordinated-omission-corrected latency of a sample is obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Correction {
     /// No correction: closed model without pacing. Only the raw view exists.

@@ -1313,7 +1313,7 @@ impl Resolver<'_> {
     }
 }
 
-/// The longest duration any setting accepts, in seconds (one week).
+/// The maximum duration any setting accepts, in seconds (one week).
 const MAX_SECONDS: f64 = 604_800.0;
 
 /// The unit a duration key is written in.

@@ -666,7 +666,7 @@ pub struct Pool {
 }
 
 /// Waits for the status and the whole body. Errors are classified into
-/// outcomes, with a description that holds no request data.
+/// outcomes, with a description that contains no request data.
 async fn receive(
     send: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
 ) -> Result<Received, (Outcome, String)> {

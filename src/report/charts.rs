@@ -414,7 +414,7 @@ fn overhead(
     Ok(())
 }
 
-/// An axis range that holds every value and zero, with a margin.
+/// Returns an axis range that contains every value and zero, with a margin.
 fn signed_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (min, max) = values.fold((0.0_f64, 0.0_f64), |(min, max), value| {
         (min.min(value), max.max(value))
