@@ -56,7 +56,7 @@ pub enum ServerTimeSource {
     ServerTiming { metric: Option<String> },
     /// A plain response header holding a number in `unit`.
     Header {
-        name: reqwest::header::HeaderName,
+        name: http::header::HeaderName,
         unit: TimeUnit,
     },
     /// The server reports no time: only client latency is recorded.
@@ -114,7 +114,7 @@ impl Envelope {
 /// server time from `source`, and the `apiCost` timestamps.
 pub fn parse_response(
     body: &[u8],
-    headers: &reqwest::header::HeaderMap,
+    headers: &http::header::HeaderMap,
     source: &ServerTimeSource,
 ) -> Envelope {
     let head = match source {
@@ -166,7 +166,7 @@ pub fn parse_response(
 pub fn parse_envelope(body: &[u8]) -> Envelope {
     parse_response(
         body,
-        &reqwest::header::HeaderMap::new(),
+        &http::header::HeaderMap::new(),
         &ServerTimeSource::default(),
     )
 }
@@ -209,7 +209,7 @@ pub fn number_in(raw: &str, unit: TimeUnit) -> ServerTime {
 /// Reads the `Server-Timing` headers (W3C Server Timing): comma-separated
 /// metrics such as `db;dur=3.1, app;dur=12.5;desc="x"`, `dur` in milliseconds.
 /// With a metric name, that metric's `dur`; without, the sum of every `dur`.
-pub fn server_timing(headers: &reqwest::header::HeaderMap, metric: Option<&str>) -> ServerTime {
+pub fn server_timing(headers: &http::header::HeaderMap, metric: Option<&str>) -> ServerTime {
     let mut found = false;
     let mut total_ms = 0.0;
     for value in headers.get_all("server-timing") {
@@ -633,7 +633,7 @@ mod tests {
                 pointer: ServerTimeSource::parse_pointer(pointer).unwrap(),
                 unit,
             };
-            parse_response(body, &reqwest::header::HeaderMap::new(), &source).server_time
+            parse_response(body, &http::header::HeaderMap::new(), &source).server_time
         };
         assert_eq!(
             at("/meta/timing/1/ms", TimeUnit::Milliseconds),
@@ -651,7 +651,7 @@ mod tests {
 
     #[test]
     fn server_timing_header_metrics() {
-        let mut headers = reqwest::header::HeaderMap::new();
+        let mut headers = http::header::HeaderMap::new();
         headers.insert(
             "server-timing",
             "db;dur=3.1, app;dur=12.5;desc=\"a, b\"".parse().unwrap(),
@@ -666,14 +666,14 @@ mod tests {
             ServerTime::Missing(MissingReason::NoHeader)
         );
         assert_eq!(
-            server_timing(&reqwest::header::HeaderMap::new(), None),
+            server_timing(&http::header::HeaderMap::new(), None),
             ServerTime::Missing(MissingReason::NoHeader)
         );
     }
 
     #[test]
     fn plain_header_source() {
-        let mut headers = reqwest::header::HeaderMap::new();
+        let mut headers = http::header::HeaderMap::new();
         headers.insert("x-response-time", "42.5".parse().unwrap());
         let source = ServerTimeSource::Header {
             name: "x-response-time".parse().unwrap(),

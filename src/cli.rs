@@ -234,7 +234,7 @@ fn check_report_folder(dir: &std::path::Path, explicit: bool) -> Result<(), Stri
 }
 
 fn check_target_flag(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|error| {
+    let parsed = url::Url::parse(url).map_err(|error| {
         format!(
             "--target {url:?} is not a valid URL ({error}); write it like http://127.0.0.1:8080"
         )

@@ -32,6 +32,7 @@ use crate::progress::Progress;
 pub use crate::progress::ProgressMode;
 use crate::scenario::{Plan, TargetPlan};
 use crate::target::DemoTarget;
+use crate::transport::{Client, ClientOptions};
 use crate::user::{rate_limiter, Arrival, ClosedRun, LoginFailure, Pool, Shared, VirtualUser};
 
 /// How long in-flight requests may finish after a first interrupt.
@@ -235,21 +236,20 @@ pub fn endpoint_list(plan: &Plan) -> Vec<EndpointInfo> {
     std::iter::once(login).chain(requests).collect()
 }
 
-fn build_client(plan: &Plan) -> Result<reqwest::Client, SetupError> {
+/// The client every user connects through. It goes straight to the target:
+/// a load test measures the target, never a proxy named in the environment.
+fn build_client(plan: &Plan, base_url: &str) -> Result<Arc<Client>, SetupError> {
     if plan.insecure_skip_tls_verify {
         eprintln!("WARNING: TLS certificate verification is OFF (target.insecure_skip_tls_verify = true): any server can pose as the target and read the credentials");
     }
-    reqwest::Client::builder()
-        .danger_accept_invalid_certs(plan.insecure_skip_tls_verify)
-        // A load test measures the target itself, never a proxy picked up from the environment.
-        .no_proxy()
-        .timeout(plan.request_timeout)
-        .connect_timeout(plan.connect_timeout)
-        .pool_max_idle_per_host(usize::MAX)
-        .tcp_nodelay(true)
-        .user_agent(concat!("parallax/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|error| SetupError::Client(crate::user::describe_error(error)))
+    let options = ClientOptions {
+        connect_timeout: plan.connect_timeout,
+        request_timeout: plan.request_timeout,
+        insecure_skip_tls_verify: plan.insecure_skip_tls_verify,
+    };
+    Client::new(base_url, &options)
+        .map(Arc::new)
+        .map_err(SetupError::Client)
 }
 
 /// What the open model's dispatcher thread counted.
@@ -279,7 +279,7 @@ async fn run_against(
     }
     let endpoints = endpoint_list(&plan);
     let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
-    let client = build_client(&plan)?;
+    let client = build_client(&plan, base_url)?;
     let shared = Shared::new(&plan, base_url, client, Arc::clone(&recorder)).map_err(|detail| {
         SetupError::Unreachable {
             url: base_url.to_string(),
@@ -474,7 +474,7 @@ fn ensure_file_limit(users: usize) -> Option<String> {
 /// A warning for credentials about to cross a network unencrypted: plain
 /// HTTP to a host that is not on loopback.
 pub fn plain_http_warning(base_url: &str) -> Option<String> {
-    let url = reqwest::Url::parse(base_url).ok()?;
+    let url = url::Url::parse(base_url).ok()?;
     if url.scheme() != "http" {
         return None;
     }

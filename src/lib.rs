@@ -20,6 +20,7 @@ pub mod report;
 pub mod scenario;
 pub mod secret;
 pub mod target;
+pub mod transport;
 pub mod user;
 
 /// Exit codes of the `parallax` binary, documented in the README.

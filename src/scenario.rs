@@ -273,7 +273,7 @@ pub struct LoginPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestPlan {
     pub name: String,
-    pub method: reqwest::Method,
+    pub method: http::Method,
     pub path: String,
     /// Serialised JSON body, sent with `Content-Type: application/json`.
     pub body: Option<Vec<u8>>,
@@ -620,17 +620,16 @@ impl Resolver<'_> {
                 let Some(header) = &fields.header else {
                     return Err(self.source.error(&span, format!("`{key}.header` is missing: name the response header that holds the time, e.g. header = \"X-Response-Time\".")));
                 };
-                let name =
-                    reqwest::header::HeaderName::from_bytes(header.get_ref().trim().as_bytes())
-                        .map_err(|_| {
-                            self.source.error(
-                                &header.span(),
-                                format!(
-                                    "`{key}.header` = {:?} is not a valid header name.",
-                                    header.get_ref()
-                                ),
-                            )
-                        })?;
+                let name = http::header::HeaderName::from_bytes(header.get_ref().trim().as_bytes())
+                    .map_err(|_| {
+                        self.source.error(
+                            &header.span(),
+                            format!(
+                                "`{key}.header` = {:?} is not a valid header name.",
+                                header.get_ref()
+                            ),
+                        )
+                    })?;
                 let Some(unit) = fields.unit else {
                     return Err(self.source.error(&span, format!("`{key}.unit` is missing: say what unit the header is in, \"s\", \"ms\" or \"us\".")));
                 };
@@ -718,7 +717,7 @@ impl Resolver<'_> {
             ));
         }
         let span = target.base_url.span();
-        let url = reqwest::Url::parse(base_url).map_err(|error| {
+        let url = url::Url::parse(base_url).map_err(|error| {
             self.source.error(
                 &span,
                 format!("`target.base_url` = {base_url:?} is not a valid URL ({error}). Write it as http://127.0.0.1:8080, or \"embedded\" for the demo target."),
@@ -923,7 +922,7 @@ impl Resolver<'_> {
             let method_text = request.method.get_ref().to_ascii_uppercase();
             let method = match method_text.as_str() {
                 "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => {
-                    reqwest::Method::from_bytes(method_text.as_bytes()).expect("listed methods are valid")
+                    http::Method::from_bytes(method_text.as_bytes()).expect("listed methods are valid")
                 }
                 _ => {
                     return Err(self.source.error(
@@ -1524,7 +1523,7 @@ duration_s = 1
         assert_eq!(plan.name, "test");
         assert_eq!(plan.login.path, "/api/auth/login");
         assert_eq!(plan.login.token_pointer, "/data/token");
-        assert_eq!(plan.requests[0].method, reqwest::Method::GET);
+        assert_eq!(plan.requests[0].method, http::Method::GET);
         assert_eq!(plan.load.users(), 2);
         assert_eq!(plan.request_timeout, Duration::from_secs(30));
         assert!(matches!(plan.target, TargetPlan::Embedded(_)));

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{jwt_expiry, parse_response, Envelope, ServerTimeSource};
@@ -23,6 +22,7 @@ use crate::metrics::{
     Recorder, ResponseDetails, Sample, ServerTime, LOGIN_ENDPOINT,
 };
 use crate::scenario::{Credential, LoginPlan, Plan, ResponseRules};
+use crate::transport::{self, Client, Connection, Resource};
 
 /// First wait after a failed login; it doubles per failure up to [`MAX_LOGIN_BACKOFF`].
 const MIN_LOGIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -30,9 +30,9 @@ const MAX_LOGIN_BACKOFF: Duration = Duration::from_secs(8);
 
 /// What all users of a run share.
 pub struct Shared {
-    pub client: reqwest::Client,
+    pub client: Arc<Client>,
     pub login: LoginPlan,
-    login_url: String,
+    login_url: Resource,
     requests: Vec<PreparedRequest>,
     /// Cumulative request weights, for weighted random choice.
     cumulative_weights: Vec<u64>,
@@ -51,9 +51,9 @@ pub struct Shared {
 }
 
 struct PreparedRequest {
-    method: reqwest::Method,
-    /// Parsed once: cloning a parsed URL costs less than parsing it per request.
-    url: reqwest::Url,
+    method: http::Method,
+    /// Prepared once: cloning it costs less than parsing a URL per request.
+    url: Resource,
     body: Option<Bytes>,
     server_time: ServerTimeSource,
 }
@@ -62,16 +62,24 @@ impl Shared {
     pub fn new(
         plan: &Plan,
         base_url: &str,
-        client: reqwest::Client,
+        client: Arc<Client>,
         recorder: Arc<Recorder>,
     ) -> Result<Self, String> {
         let mut requests = Vec::with_capacity(plan.requests.len());
         for request in &plan.requests {
-            let text = format!("{base_url}{}", request.path);
-            let url = reqwest::Url::parse(&text)
-                .map_err(|error| format!("{text:?} is not a valid URL ({error}); check the base URL and the path of request {:?}", request.name))?;
+            let url = client
+                .resource(&format!("{base_url}{}", request.path))
+                .map_err(|error| {
+                    format!(
+                        "{error}; check the base URL and the path of request {:?}",
+                        request.name
+                    )
+                })?;
             requests.push(url);
         }
+        let login_url = client
+            .resource(&format!("{base_url}{}", plan.login.path))
+            .map_err(|error| format!("{error}; check the base URL and login.path"))?;
         let requests = plan
             .requests
             .iter()
@@ -102,7 +110,7 @@ impl Shared {
         Ok(Shared {
             client,
             login: plan.login.clone(),
-            login_url: format!("{base_url}{}", plan.login.path),
+            login_url,
             requests,
             cumulative_weights,
             recorder,
@@ -160,6 +168,7 @@ enum Response {
 pub struct VirtualUser {
     id: usize,
     shared: Arc<Shared>,
+    connection: Connection,
     credential: Credential,
     token: Option<Token>,
     had_token: bool,
@@ -174,6 +183,7 @@ impl VirtualUser {
         let credential = credentials[id % credentials.len()].clone();
         VirtualUser {
             id,
+            connection: Connection::new(Arc::clone(&shared.client)),
             shared,
             credential,
             token: None,
@@ -360,18 +370,19 @@ impl VirtualUser {
             login.password_field.clone(),
             self.credential.password.expose().into(),
         );
-        let body = serde_json::to_vec(&body).expect("a map of strings serialises");
+        let body = Bytes::from(serde_json::to_vec(&body).expect("a map of strings serialises"));
 
         let sent = Instant::now();
-        let request = self
-            .shared
-            .client
-            .post(&self.shared.login_url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
+        let request = transport::Request {
+            method: &http::Method::POST,
+            resource: &self.shared.login_url,
+            authorization: None,
+            json_body: Some(&body),
+        };
         let result = tokio::select! {
-            result = receive(request) => result,
+            result = self.connection.send(request) => {
+                result.map_err(|error| (error.outcome(), error.to_string()))
+            }
             _ = self.shared.abort.cancelled() => Err((Outcome::Cancelled, "run aborted".to_string())),
         };
         let elapsed_us = duration_us(sent.elapsed());
@@ -495,23 +506,19 @@ impl VirtualUser {
             let sent_wall = SystemTime::now();
             let first = *first_send.get_or_insert(sent);
             let request = &self.shared.requests[index];
-            let mut builder = self
-                .shared
-                .client
-                .request(request.method.clone(), request.url.clone())
-                .header(AUTHORIZATION, token.header.clone());
-            if let Some(body) = &request.body {
-                builder = builder
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
+            let sending = self.connection.send(transport::Request {
+                method: &request.method,
+                resource: &request.url,
+                authorization: Some(&token.header),
+                json_body: request.body.as_ref(),
+            });
             let response = tokio::select! {
-                result = receive(builder.send()) => match result {
+                result = sending => match result {
                     Ok(received) => Response::Received {
                         status: received.status,
                         envelope: parse_response(&received.body, &received.headers, &request.server_time),
                     },
-                    Err((outcome, _)) => Response::Failed(outcome),
+                    Err(error) => Response::Failed(error.outcome()),
                 },
                 _ = self.shared.abort.cancelled() => Response::Failed(Outcome::Cancelled),
             };
@@ -663,52 +670,4 @@ pub fn rate_limiter(rate_per_s: f64) -> DirectLimiter {
 pub struct Pool {
     /// Users waiting for an arrival.
     pub idle: AtomicUsize,
-}
-
-/// Waits for the status and the whole body. Errors are classified into
-/// outcomes, with a description that contains no request data.
-async fn receive(
-    send: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
-) -> Result<Received, (Outcome, String)> {
-    let mut response = send.await.map_err(transport_outcome)?;
-    let status = response.status();
-    let headers = std::mem::take(response.headers_mut());
-    let body = response.bytes().await.map_err(transport_outcome)?;
-    Ok(Received {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// A response that arrived in full.
-struct Received {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Bytes,
-}
-
-fn transport_outcome(error: reqwest::Error) -> (Outcome, String) {
-    let outcome = if error.is_connect() {
-        Outcome::ConnectError
-    } else if error.is_timeout() {
-        Outcome::Timeout
-    } else {
-        Outcome::TransportError
-    };
-    (outcome, describe_error(error))
-}
-
-/// Describes a reqwest error with its causes; reqwest's messages carry the URL
-/// but never headers or bodies, so no token or password can appear.
-pub fn describe_error(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,0 +1,854 @@
+//! The HTTP client that carries the load, on hyper's connection API.
+//!
+//! Each virtual user owns one [`Connection`] to the target, the way wrk and
+//! oha give each worker one socket: it is opened on the first request, kept
+//! alive, and opened again when the server closes it or a request on it
+//! fails. An HTTP/1.1 connection is driven inside the user's own task, so a
+//! response reaches the code that measures it without a hop through another
+//! task. TLS connections offer HTTP/2 and HTTP/1.1 by ALPN; plain ones speak
+//! HTTP/1.1.
+//!
+//! reqwest is built on the same hyper, but its pool, its per-request URL
+//! handling and its redirect policy cost more CPU per request than the whole
+//! rest of the hot path: `benches/client_cost.rs` measures both clients on
+//! the same requests.
+
+use std::future::Future;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HOST, LOCATION, USER_AGENT,
+};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::metrics::Outcome;
+
+/// Redirects followed for one request before it fails as a transport error.
+pub const MAX_REDIRECTS: u32 = 10;
+
+/// Content codings the client decodes, and so advertises.
+const ACCEPTED_ENCODINGS: &str = "gzip, deflate, br";
+
+/// What all connections to one target share: where it is, how to reach it,
+/// and the time limits.
+pub struct Client {
+    origin: Origin,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    user_agent: HeaderValue,
+}
+
+/// Settings of a [`Client`] that do not come from the base URL.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Accept any certificate; the caller warns about it.
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// Scheme, host and port of the target: every request goes there.
+#[derive(Clone)]
+struct Origin {
+    tls: bool,
+    address: Address,
+    port: u16,
+    /// The `Host` header: the host and, when not the scheme's default, the port.
+    host_header: HeaderValue,
+    /// `scheme://authority`, the start of every absolute URI.
+    scheme_and_authority: String,
+    /// The name the server's certificate must carry.
+    server_name: ServerName<'static>,
+}
+
+#[derive(Clone)]
+enum Address {
+    Name(String),
+    Ip(std::net::IpAddr),
+}
+
+/// A URL of the target, prepared once so that a request only clones it.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    url: url::Url,
+    /// `/path?query`, the HTTP/1.1 request target.
+    origin_form: Uri,
+    /// `scheme://authority/path?query`, which HTTP/2 needs.
+    absolute_form: Uri,
+}
+
+impl Resource {
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+}
+
+/// One request: the target's resource, the method, and the parts that vary.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    pub resource: &'a Resource,
+    /// The `Authorization` header; marked sensitive by the caller.
+    pub authorization: Option<&'a HeaderValue>,
+    /// A JSON body, sent with `Content-Type: application/json`.
+    pub json_body: Option<&'a Bytes>,
+}
+
+/// A response that arrived in full, its body decoded.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why a request got no complete response. The descriptions name hosts and
+/// causes, never headers or bodies, so no token or password can appear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// No TCP or TLS connection within the connect timeout.
+    Connect(String),
+    /// No complete response within the request timeout.
+    Timeout,
+    /// A reset, a protocol error, a truncated or undecodable body, or too many redirects.
+    Transport(String),
+}
+
+impl Error {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Error::Connect(_) => Outcome::ConnectError,
+            Error::Timeout => Outcome::Timeout,
+            Error::Transport(_) => Outcome::TransportError,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Connect(detail) | Error::Transport(detail) => f.write_str(detail),
+            Error::Timeout => f.write_str("no complete response within the request timeout"),
+        }
+    }
+}
+
+impl Client {
+    /// A client for the target at `base_url`, an http:// or https:// URL.
+    pub fn new(base_url: &str, options: &ClientOptions) -> Result<Self, String> {
+        let url = url::Url::parse(base_url)
+            .map_err(|error| format!("{base_url:?} is not a valid URL ({error})"))?;
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(format!(
+                    "{base_url:?} has the scheme {other:?}; use http:// or https://"
+                ))
+            }
+        };
+        let (address, server_name) = match url.host() {
+            Some(url::Host::Domain(name)) => {
+                let server_name = ServerName::try_from(name.to_string())
+                    .map_err(|error| format!("{name:?} is not a valid host name ({error})"))?;
+                (Address::Name(name.to_string()), server_name)
+            }
+            Some(url::Host::Ipv4(ip)) => (Address::Ip(ip.into()), ServerName::from(ip)),
+            Some(url::Host::Ipv6(ip)) => (Address::Ip(ip.into()), ServerName::from(ip)),
+            None => return Err(format!("{base_url:?} has no host")),
+        };
+        let port = url
+            .port_or_known_default()
+            .expect("http and https have default ports");
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let host_header = HeaderValue::from_str(&authority)
+            .map_err(|_| format!("{authority:?} cannot be sent as a Host header"))?;
+        let origin = Origin {
+            tls,
+            address,
+            port,
+            host_header,
+            scheme_and_authority: format!("{}://{authority}", url.scheme()),
+            server_name,
+        };
+        Ok(Client {
+            origin,
+            tls: tls.then(|| Arc::new(tls_config(options.insecure_skip_tls_verify))),
+            connect_timeout: options.connect_timeout,
+            request_timeout: options.request_timeout,
+            user_agent: HeaderValue::from_static(concat!("parallax/", env!("CARGO_PKG_VERSION"))),
+        })
+    }
+
+    /// Prepares the URL `text`, which must point at this client's origin.
+    pub fn resource(&self, text: &str) -> Result<Resource, String> {
+        let url = url::Url::parse(text)
+            .map_err(|error| format!("{text:?} is not a valid URL ({error})"))?;
+        self.resource_of(url)
+            .ok_or_else(|| format!("{text:?} is not on {}", self.origin.scheme_and_authority))
+    }
+
+    fn resource_of(&self, url: url::Url) -> Option<Resource> {
+        let same_origin = url.scheme() == (if self.origin.tls { "https" } else { "http" })
+            && url.port_or_known_default() == Some(self.origin.port)
+            && match (&self.origin.address, url.host()) {
+                (Address::Name(name), Some(url::Host::Domain(host))) => name == host,
+                (Address::Ip(ip), Some(url::Host::Ipv4(host))) => *ip == host,
+                (Address::Ip(ip), Some(url::Host::Ipv6(host))) => *ip == host,
+                _ => false,
+            };
+        if !same_origin {
+            return None;
+        }
+        let path_and_query = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        let origin_form = Uri::try_from(path_and_query.as_str()).ok()?;
+        let absolute_form = Uri::try_from(format!(
+            "{}{path_and_query}",
+            self.origin.scheme_and_authority
+        ))
+        .ok()?;
+        Some(Resource {
+            url,
+            origin_form,
+            absolute_form,
+        })
+    }
+
+    async fn connect(&self) -> Result<Link, Error> {
+        let origin = &self.origin;
+        let connecting = async {
+            let stream = match &origin.address {
+                Address::Ip(ip) => TcpStream::connect(SocketAddr::new(*ip, origin.port)).await,
+                Address::Name(name) => TcpStream::connect((name.as_str(), origin.port)).await,
+            }
+            .map_err(|error| Error::Connect(format!("{}: {error}", origin.scheme_and_authority)))?;
+            // Requests are small and written whole: waiting to coalesce them only adds latency.
+            let _ = stream.set_nodelay(true);
+            let Some(config) = &self.tls else {
+                return handshake_http1(Stream::Plain(stream)).await;
+            };
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+            let stream = connector
+                .connect(origin.server_name.clone(), stream)
+                .await
+                .map_err(|error| {
+                    Error::Connect(format!(
+                        "TLS handshake with {}: {error}",
+                        origin.scheme_and_authority
+                    ))
+                })?;
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                handshake_http2(Stream::Tls(Box::new(stream))).await
+            } else {
+                handshake_http1(Stream::Tls(Box::new(stream))).await
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(link) => link,
+            Err(_) => Err(Error::Connect(format!(
+                "no connection to {} within the connect timeout of {:?}",
+                origin.scheme_and_authority, self.connect_timeout
+            ))),
+        }
+    }
+}
+
+/// One user's connection to the target.
+pub struct Connection {
+    client: Arc<Client>,
+    link: Option<Link>,
+    /// Set while a request is under way: if its future is dropped (timeout,
+    /// abort), the connection is left mid-exchange and must not be reused.
+    busy: bool,
+}
+
+impl Connection {
+    pub fn new(client: Arc<Client>) -> Self {
+        Connection {
+            client,
+            link: None,
+            busy: false,
+        }
+    }
+
+    /// Sends `request`, follows redirects on the same origin, and reads the
+    /// whole response, all within the request timeout.
+    pub async fn send(&mut self, request: Request<'_>) -> Result<Response, Error> {
+        if self.busy {
+            self.link = None;
+        }
+        self.busy = true;
+        let timeout = self.client.request_timeout;
+        let result = match tokio::time::timeout(timeout, self.follow(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout),
+        };
+        if result.is_err() {
+            self.link = None;
+        }
+        self.busy = false;
+        result
+    }
+
+    async fn follow(&mut self, request: Request<'_>) -> Result<Response, Error> {
+        let mut method = request.method.clone();
+        let mut body = request.json_body.cloned();
+        let mut redirected: Option<Resource> = None;
+        for hop in 0..=MAX_REDIRECTS {
+            let resource = redirected.as_ref().unwrap_or(request.resource);
+            let response = self
+                .round_trip(&method, resource, request.authorization, body.as_ref())
+                .await?;
+            let Some(next) = self.redirect(&response, resource) else {
+                return Ok(response);
+            };
+            if hop == MAX_REDIRECTS {
+                break;
+            }
+            // As browsers do: 301, 302 and 303 turn the request into a GET
+            // without a body; 307 and 308 repeat it as it was.
+            if matches!(response.status.as_u16(), 301..=303) && method != Method::HEAD {
+                method = Method::GET;
+                body = None;
+            }
+            redirected = Some(next);
+        }
+        Err(Error::Transport(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    /// Where a redirect response points, when the client follows it: a
+    /// `Location` on the same origin. Any other 3xx is the final response.
+    fn redirect(&self, response: &Response, from: &Resource) -> Option<Resource> {
+        if !matches!(response.status.as_u16(), 301..=303 | 307 | 308) {
+            return None;
+        }
+        let location = response.headers.get(LOCATION)?.to_str().ok()?;
+        let url = from.url.join(location).ok()?;
+        self.client.resource_of(url)
+    }
+
+    async fn round_trip(
+        &mut self,
+        method: &Method,
+        resource: &Resource,
+        authorization: Option<&HeaderValue>,
+        body: Option<&Bytes>,
+    ) -> Result<Response, Error> {
+        let mut reused = self.link.is_some();
+        loop {
+            let link = match &mut self.link {
+                Some(link) => link,
+                None => self.link.insert(self.client.connect().await?),
+            };
+            let request = build_request(&self.client, link, method, resource, authorization, body);
+            match link.exchange(request).await {
+                Ok(response) => return decode(response),
+                // A kept-alive connection the server closed before taking the
+                // request: nothing was sent, so open a new one and send it there.
+                Err(Failure::NotSent(_)) if reused => {
+                    self.link = None;
+                    reused = false;
+                }
+                Err(Failure::NotSent(detail) | Failure::Failed(detail)) => {
+                    return Err(Error::Transport(detail))
+                }
+            }
+        }
+    }
+}
+
+fn build_request(
+    client: &Client,
+    link: &Link,
+    method: &Method,
+    resource: &Resource,
+    authorization: Option<&HeaderValue>,
+    body: Option<&Bytes>,
+) -> http::Request<Full<Bytes>> {
+    let uri = match link {
+        Link::Http1 { .. } => resource.origin_form.clone(),
+        Link::Http2 { .. } => resource.absolute_form.clone(),
+    };
+    let mut request = http::Request::new(Full::new(body.cloned().unwrap_or_default()));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    if matches!(link, Link::Http2 { .. }) {
+        *request.version_mut() = http::Version::HTTP_2;
+    }
+    let headers = request.headers_mut();
+    headers.reserve(6);
+    if matches!(link, Link::Http1 { .. }) {
+        headers.insert(HOST, client.origin.host_header.clone());
+    }
+    headers.insert(USER_AGENT, client.user_agent.clone());
+    headers.insert(
+        ACCEPT_ENCODING,
+        HeaderValue::from_static(ACCEPTED_ENCODINGS),
+    );
+    if let Some(value) = authorization {
+        headers.insert(AUTHORIZATION, value.clone());
+    }
+    if body.is_some() {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    request
+}
+
+type Http1Driver = http1::Connection<TokioIo<Stream>, Full<Bytes>>;
+
+/// An open connection and its protocol.
+enum Link {
+    Http1 {
+        sender: http1::SendRequest<Full<Bytes>>,
+        /// Reads and writes the socket while a request waits; `None` once the
+        /// connection has closed.
+        driver: Option<Pin<Box<Http1Driver>>>,
+    },
+    /// HTTP/2 multiplexes and answers pings, so a task of its own drives it.
+    Http2 {
+        sender: http2::SendRequest<Full<Bytes>>,
+    },
+}
+
+/// How an exchange on a connection failed, described.
+enum Failure {
+    /// The request never left: the connection was already closed.
+    NotSent(String),
+    Failed(String),
+}
+
+impl Failure {
+    fn of_send<T>(mut error: hyper::client::conn::TrySendError<T>) -> Self {
+        let unsent = error.take_message().is_some();
+        let detail = describe(&error.into_error());
+        if unsent {
+            Failure::NotSent(detail)
+        } else {
+            Failure::Failed(detail)
+        }
+    }
+}
+
+/// A response with its whole body, not yet decoded.
+struct RawResponse {
+    parts: http::response::Parts,
+    body: Bytes,
+}
+
+impl Link {
+    async fn exchange(
+        &mut self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<RawResponse, Failure> {
+        let failed = |error: hyper::Error| Failure::Failed(describe(&error));
+        match self {
+            Link::Http1 { sender, driver } => {
+                if driver.is_none() {
+                    return Err(Failure::NotSent("the connection is closed".into()));
+                }
+                driven(driver, sender.ready())
+                    .await
+                    .map_err(|error| Failure::NotSent(describe(&error)))?;
+                let response = driven(driver, sender.try_send_request(request))
+                    .await
+                    .map_err(Failure::of_send)?;
+                let (parts, body) = response.into_parts();
+                let body = driven(driver, body.collect()).await.map_err(failed)?;
+                Ok(RawResponse {
+                    parts,
+                    body: body.to_bytes(),
+                })
+            }
+            Link::Http2 { sender } => {
+                sender
+                    .ready()
+                    .await
+                    .map_err(|error| Failure::NotSent(describe(&error)))?;
+                let response = sender
+                    .try_send_request(request)
+                    .await
+                    .map_err(Failure::of_send)?;
+                let (parts, body) = response.into_parts();
+                let body = body.collect().await.map_err(failed)?;
+                Ok(RawResponse {
+                    parts,
+                    body: body.to_bytes(),
+                })
+            }
+        }
+    }
+}
+
+/// Runs `work` while polling the connection's driver, which moves the bytes
+/// `work` waits for. `work` is polled again right after the driver, so that
+/// a request it queued is written, and a response it read is taken, in the
+/// same wake-up. A driver that ends is dropped: that closes the connection
+/// and fails any request still waiting on it.
+async fn driven<T>(driver: &mut Option<Pin<Box<Http1Driver>>>, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(output);
+        }
+        let Some(running) = driver else {
+            return Poll::Pending;
+        };
+        if running.as_mut().poll(cx).is_ready() {
+            *driver = None;
+        }
+        work.as_mut().poll(cx)
+    })
+    .await
+}
+
+async fn handshake_http1(stream: Stream) -> Result<Link, Error> {
+    let (sender, driver) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| Error::Connect(describe(&error)))?;
+    Ok(Link::Http1 {
+        sender,
+        driver: Some(Box::pin(driver)),
+    })
+}
+
+async fn handshake_http2(stream: Stream) -> Result<Link, Error> {
+    let (sender, driver) = http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| Error::Connect(describe(&error)))?;
+    tokio::spawn(async move {
+        // The error, if any, reaches the requests on this connection.
+        let _ = driver.await;
+    });
+    Ok(Link::Http2 { sender })
+}
+
+/// Decodes a gzip, deflate or brotli body; any other coding is kept as sent.
+fn decode(response: RawResponse) -> Result<Response, Error> {
+    let RawResponse { parts, body } = response;
+    let coding = parts
+        .headers
+        .get(CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.trim().to_ascii_lowercase());
+    let mut decoded = Vec::new();
+    let result = match coding.as_deref() {
+        None | Some("" | "identity") => {
+            return Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        }
+        Some("gzip" | "x-gzip") => {
+            flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut decoded)
+        }
+        Some("deflate") => flate2::read::ZlibDecoder::new(&body[..]).read_to_end(&mut decoded),
+        Some("br") => {
+            brotli_decompressor::Decompressor::new(&body[..], 4096).read_to_end(&mut decoded)
+        }
+        Some(_) => {
+            return Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        }
+    };
+    result.map_err(|error| {
+        Error::Transport(format!(
+            "the {} body does not decode: {error}",
+            coding.unwrap_or_default()
+        ))
+    })?;
+    Ok(Response {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::from(decoded),
+    })
+}
+
+/// A hyper error with its causes, one line.
+fn describe(error: &hyper::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn tls_config(insecure_skip_tls_verify: bool) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions");
+    let mut config = if insecure_skip_tls_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider }))
+            .with_no_client_auth()
+    } else {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+}
+
+/// Accepts any certificate, for `target.insecure_skip_tls_verify`. The
+/// handshake signatures are still checked, so the server must hold the key
+/// of the certificate it shows.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TCP stream, with or without TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(stream) => stream.is_write_vectored(),
+            Stream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base_url: &str) -> Client {
+        let options = ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            insecure_skip_tls_verify: false,
+        };
+        Client::new(base_url, &options).unwrap()
+    }
+
+    #[test]
+    fn resources_keep_the_base_path_and_query() {
+        let client = client("http://127.0.0.1:8080/v1");
+        let resource = client
+            .resource("http://127.0.0.1:8080/v1/api/items?page=2")
+            .unwrap();
+        assert_eq!(resource.origin_form, "/v1/api/items?page=2");
+        assert_eq!(
+            resource.absolute_form,
+            "http://127.0.0.1:8080/v1/api/items?page=2"
+        );
+        assert_eq!(client.origin.host_header, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn default_ports_stay_out_of_the_host_header() {
+        let client = client("https://localhost/");
+        assert_eq!(client.origin.host_header, "localhost");
+        assert_eq!(client.origin.port, 443);
+        let resource = client.resource("https://localhost:443/a").unwrap();
+        assert_eq!(resource.absolute_form, "https://localhost/a");
+    }
+
+    #[test]
+    fn ipv6_hosts_keep_their_brackets() {
+        let client = client("http://[::1]:9000");
+        assert_eq!(client.origin.host_header, "[::1]:9000");
+        assert!(client.resource("http://[::1]:9000/x").is_ok());
+    }
+
+    #[test]
+    fn other_origins_are_refused() {
+        let client = client("http://127.0.0.1:8080");
+        for other in [
+            "http://127.0.0.1:8081/a",
+            "https://127.0.0.1:8080/a",
+            "http://localhost:8080/a",
+        ] {
+            let error = client.resource(other).unwrap_err();
+            assert!(error.contains("is not on http://127.0.0.1:8080"), "{error}");
+        }
+    }
+
+    #[test]
+    fn unsupported_schemes_are_named() {
+        let options = ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            insecure_skip_tls_verify: false,
+        };
+        let error = Client::new("ftp://127.0.0.1/", &options).err().unwrap();
+        assert!(error.contains("\"ftp\""), "{error}");
+    }
+
+    fn raw(coding: &str, body: Vec<u8>) -> RawResponse {
+        let mut response = http::Response::new(());
+        response
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_str(coding).unwrap());
+        RawResponse {
+            parts: response.into_parts().0,
+            body: Bytes::from(body),
+        }
+    }
+
+    #[test]
+    fn compressed_bodies_are_decoded() {
+        use std::io::Write;
+        let text = br#"{"success":true,"apiCost":{"duration":0.01}}"#;
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(text).unwrap();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(text).unwrap();
+        for (coding, body) in [
+            ("gzip", gzip.finish().unwrap()),
+            ("deflate", zlib.finish().unwrap()),
+        ] {
+            let response = decode(raw(coding, body)).unwrap();
+            assert_eq!(&response.body[..], &text[..], "{coding}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_does_not_decode_is_a_transport_error() {
+        let error = decode(raw("gzip", b"not gzip".to_vec())).unwrap_err();
+        assert_eq!(error.outcome(), Outcome::TransportError);
+        assert!(
+            error.to_string().contains("gzip body does not decode"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_codings_pass_through() {
+        let response = decode(raw("zstd", b"abc".to_vec())).unwrap();
+        assert_eq!(&response.body[..], b"abc");
+    }
+}
