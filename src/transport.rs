@@ -1,7 +1,7 @@
 //! The HTTP client that carries the load, on hyper's connection API.
 //!
-//! Each virtual user owns one [`Connection`] to the target, the way wrk and
-//! oha give each worker one socket: it is opened on the first request, kept
+//! Each virtual user owns one [`Connection`] to the target, as wrk and oha
+//! give each worker one socket. It is opened on the first request, kept
 //! alive, and opened again when the server closes it or a request on it
 //! fails. An HTTP/1.1 connection is driven inside the user's own task, so a
 //! response reaches the code that measures it without a hop through another
@@ -42,8 +42,8 @@ pub const MAX_REDIRECTS: u32 = 10;
 /// Content codings the client decodes, and so advertises.
 const ACCEPTED_ENCODINGS: &str = "gzip, deflate, br";
 
-/// What all connections to one target share: where it is, how to reach it,
-/// and the time limits.
+/// Settings shared by all connections to one target: its address, the TLS
+/// setup and the time limits.
 pub struct Client {
     origin: Origin,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -115,7 +115,7 @@ pub struct Response {
     pub body: Bytes,
 }
 
-/// Why a request got no complete response. The descriptions name hosts and
+/// Reason a request got no complete response. The descriptions name hosts and
 /// causes, never headers or bodies, so no token or password can appear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -141,13 +141,15 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Connect(detail) | Error::Transport(detail) => f.write_str(detail),
-            Error::Timeout => f.write_str("no complete response within the request timeout"),
+            Error::Timeout => {
+                f.write_str("timed out waiting for the whole response (request timeout)")
+            }
         }
     }
 }
 
 impl Client {
-    /// A client for the target at `base_url`, an http:// or https:// URL.
+    /// Builds a client for the target at `base_url`, an http:// or https:// URL.
     pub fn new(base_url: &str, options: &ClientOptions) -> Result<Self, String> {
         let url = url::Url::parse(base_url)
             .map_err(|error| format!("{base_url:?} is not a valid URL ({error})"))?;
@@ -265,7 +267,7 @@ impl Client {
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(link) => link,
             Err(_) => Err(Error::Connect(format!(
-                "no connection to {} within the connect timeout of {:?}",
+                "connecting to {} timed out after {:?} (connect timeout)",
                 origin.scheme_and_authority, self.connect_timeout
             ))),
         }
@@ -337,8 +339,8 @@ impl Connection {
         )))
     }
 
-    /// Where a redirect response points, when the client follows it: a
-    /// `Location` on the same origin. Any other 3xx is the final response.
+    /// Returns the resource a redirect response points to, when the client
+    /// follows it: a `Location` on the same origin. Any other 3xx is final.
     fn redirect(&self, response: &Response, from: &Resource) -> Option<Resource> {
         if !matches!(response.status.as_u16(), 301..=303 | 307 | 308) {
             return None;
@@ -425,13 +427,13 @@ enum Link {
         /// connection has closed.
         driver: Option<Pin<Box<Http1Driver>>>,
     },
-    /// HTTP/2 multiplexes and answers pings, so a task of its own drives it.
+    /// HTTP/2 multiplexes and replies to pings, so a task of its own drives it.
     Http2 {
         sender: http2::SendRequest<Full<Bytes>>,
     },
 }
 
-/// How an exchange on a connection failed, described.
+/// Failure of an exchange on a connection, with its description.
 enum Failure {
     /// The request never left: the connection was already closed.
     NotSent(String),
@@ -579,7 +581,7 @@ fn decode(response: RawResponse) -> Result<Response, Error> {
     };
     result.map_err(|error| {
         Error::Transport(format!(
-            "the {} body does not decode: {error}",
+            "failed to decode the {} body: {error}",
             coding.unwrap_or_default()
         ))
     })?;
@@ -590,7 +592,7 @@ fn decode(response: RawResponse) -> Result<Response, Error> {
     })
 }
 
-/// A hyper error with its causes, one line.
+/// Describes a hyper error with its causes, on one line.
 fn describe(error: &hyper::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -785,7 +787,7 @@ mod tests {
     }
 
     #[test]
-    fn other_origins_are_refused() {
+    fn other_origins_are_rejected() {
         let client = client("http://127.0.0.1:8080");
         for other in [
             "http://127.0.0.1:8081/a",
@@ -837,11 +839,11 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_does_not_decode_is_a_transport_error() {
+    fn undecodable_body_is_transport_error() {
         let error = decode(raw("gzip", b"not gzip".to_vec())).unwrap_err();
         assert_eq!(error.outcome(), Outcome::TransportError);
         assert!(
-            error.to_string().contains("gzip body does not decode"),
+            error.to_string().contains("failed to decode the gzip body"),
             "{error}"
         );
     }

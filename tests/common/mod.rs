@@ -22,6 +22,8 @@ pub fn repo_root() -> PathBuf {
 /// users, one GET request, a closed model of 2 users for 2 seconds.
 pub struct ScenarioBuilder {
     pub base_url: String,
+    /// More keys of the `[target]` table.
+    pub target_extra: String,
     pub login: String,
     pub requests: Vec<String>,
     pub load: String,
@@ -32,6 +34,7 @@ impl ScenarioBuilder {
     pub fn new() -> Self {
         ScenarioBuilder {
             base_url: "embedded".into(),
+            target_extra: String::new(),
             login: String::new(),
             requests: vec![request("list", "GET", "/api/items", 1)],
             load: closed(2, 2.0),
@@ -62,8 +65,9 @@ impl ScenarioBuilder {
     pub fn text(&self) -> String {
         let credentials = repo_root().join("scenarios/demo-users.csv");
         format!(
-            "[target]\nbase_url = \"{}\"\n\n[login]\ncredentials = {{ csv = \"{}\" }}\n{}\n{}\n{}\n{}\n",
+            "[target]\nbase_url = \"{}\"\n{}\n[login]\ncredentials = {{ csv = \"{}\" }}\n{}\n{}\n{}\n{}\n",
             self.base_url,
+            self.target_extra,
             credentials.display(),
             self.login,
             self.requests.join("\n"),
