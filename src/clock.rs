@@ -5,12 +5,15 @@
 //! lateness lands in latency measured from the intended start. The dispatcher
 //! runs on its own OS thread instead: it sleeps with the kernel timer, with
 //! the thread's timer slack lowered so the kernel does not delay the wake-up
-//! by its default 50 µs, and yields in a loop for the last stretch.
+//! by its default 50 µs, and yields in a loop for the last stretch. That
+//! stretch follows how late the kernel's wake-ups have recently been, so a
+//! quiet machine spends little CPU on it and a busy one stays on time.
 
 use std::time::{Duration, Instant};
 
-/// The stretch before a deadline spent yielding instead of sleeping.
-const YIELD_WINDOW: Duration = Duration::from_micros(60);
+/// The shortest and longest stretch before a deadline spent yielding.
+const MIN_YIELD_WINDOW: Duration = Duration::from_micros(10);
+const MAX_YIELD_WINDOW: Duration = Duration::from_micros(500);
 /// The longest single sleep, so that a stop request is seen quickly.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
 
@@ -24,23 +27,55 @@ pub fn use_precise_timers() {
     }
 }
 
-/// Blocks the thread until `deadline`. Returns false, early, when
-/// `stopped()` turns true.
-pub fn wait_until(deadline: Instant, stopped: impl Fn() -> bool) -> bool {
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return true;
+/// A sleeper for one thread that waits until deadlines, precisely.
+#[derive(Debug)]
+pub struct Waiter {
+    /// How long before a deadline the sleeping stops and the yielding starts.
+    yield_window: Duration,
+}
+
+impl Default for Waiter {
+    fn default() -> Self {
+        Waiter {
+            yield_window: Duration::from_micros(60),
         }
-        if stopped() {
-            return false;
+    }
+}
+
+impl Waiter {
+    /// Blocks the thread until `deadline`. Returns false, early, when
+    /// `stopped()` turns true.
+    pub fn wait_until(&mut self, deadline: Instant, stopped: impl Fn() -> bool) -> bool {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            if stopped() {
+                return false;
+            }
+            let left = deadline - now;
+            if left > self.yield_window {
+                let nap = (left - self.yield_window).min(MAX_SLEEP);
+                std::thread::sleep(nap);
+                self.learn(now.elapsed().saturating_sub(nap));
+            } else {
+                std::thread::yield_now();
+            }
         }
-        let left = deadline - now;
-        if left > YIELD_WINDOW {
-            std::thread::sleep((left - YIELD_WINDOW).min(MAX_SLEEP));
-        } else {
-            std::thread::yield_now();
-        }
+    }
+
+    /// Widens the window at once to twice a late wake-up (plus 5 µs), and
+    /// narrows it by 1 % per sleep otherwise, within the bounds.
+    fn learn(&mut self, late: Duration) {
+        let wanted = late * 2 + Duration::from_micros(5);
+        self.yield_window = wanted
+            .max(self.yield_window.mul_f64(0.99))
+            .clamp(MIN_YIELD_WINDOW, MAX_YIELD_WINDOW);
+    }
+
+    pub fn yield_window(&self) -> Duration {
+        self.yield_window
     }
 }
 
@@ -51,9 +86,10 @@ mod tests {
     #[test]
     fn wait_until_is_never_early() {
         use_precise_timers();
-        for micros in [0, 30, 250, 1_500] {
+        let mut waiter = Waiter::default();
+        for micros in [0, 30, 250, 1_500, 40, 3_000] {
             let deadline = Instant::now() + Duration::from_micros(micros);
-            assert!(wait_until(deadline, || false));
+            assert!(waiter.wait_until(deadline, || false));
             assert!(Instant::now() >= deadline);
         }
     }
@@ -62,7 +98,23 @@ mod tests {
     fn wait_until_stops_early() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let started = Instant::now();
-        assert!(!wait_until(deadline, || true));
+        assert!(!Waiter::default().wait_until(deadline, || true));
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn yield_window_follows_late_wake_ups() {
+        let mut waiter = Waiter::default();
+        waiter.learn(Duration::from_micros(100));
+        assert_eq!(waiter.yield_window(), Duration::from_micros(205));
+        // On time from now on: the window shrinks by 1 % per sleep.
+        waiter.learn(Duration::ZERO);
+        assert_eq!(waiter.yield_window(), Duration::from_nanos(202_950));
+        for _ in 0..1_000 {
+            waiter.learn(Duration::ZERO);
+        }
+        assert_eq!(waiter.yield_window(), MIN_YIELD_WINDOW);
+        waiter.learn(Duration::from_millis(5));
+        assert_eq!(waiter.yield_window(), MAX_YIELD_WINDOW);
     }
 }

@@ -572,10 +572,11 @@ fn spawn_open(
         .name("parallax-dispatch".into())
         .spawn(move || {
             clock::use_precise_timers();
+            let mut waiter = clock::Waiter::default();
             let mut rng = SmallRng::seed_from_u64(seed);
             for offset in model.schedule.arrivals(model.process) {
                 let intended = start + offset;
-                if !clock::wait_until(intended, || shared.stop.is_cancelled()) {
+                if !waiter.wait_until(intended, || shared.stop.is_cancelled()) {
                     break;
                 }
                 if pool.idle.load(Ordering::Relaxed) == 0 {
