@@ -121,8 +121,17 @@ pub fn parse_response(
         ServerTimeSource::Body { pointer, .. } => pointer.first().map(String::as_str),
         _ => None,
     };
-    let mut envelope = match top_level(body, head) {
+    // The default pointer, and any other of the form /apiCost/<key>, is read
+    // in the same pass over `apiCost` as the timestamps.
+    let api_cost_key = match source {
+        ServerTimeSource::Body { pointer, .. } if pointer.len() == 2 && pointer[0] == "apiCost" => {
+            Some(pointer[1].as_str())
+        }
+        _ => None,
+    };
+    let mut envelope = match top_level(body, head, api_cost_key) {
         Ok(fields) => {
+            let api_cost = fields.api_cost;
             let mut envelope = Envelope {
                 success: fields
                     .success
@@ -131,14 +140,19 @@ pub fn parse_response(
                     .status_code
                     .and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok()),
                 server_time: ServerTime::Missing(MissingReason::Absent),
-                api_cost_span: fields.api_cost.and_then(api_cost_span),
+                api_cost_span: api_cost.as_ref().and_then(ApiCost::span),
             };
             if let ServerTimeSource::Body { pointer, unit } = source {
-                envelope.server_time = match fields.pointer_head {
-                    Some(head) => descend(head, &pointer[1..])
-                        .map_or_else(ServerTime::Missing, |raw| number_in(raw.get(), *unit)),
-                    None => ServerTime::Missing(MissingReason::Absent),
+                let value = match (api_cost_key, &api_cost) {
+                    (Some(_), None) => Err(MissingReason::Absent),
+                    (Some(_), Some(api_cost)) => api_cost.chosen(),
+                    (None, _) => match fields.pointer_head {
+                        Some(head) => descend(head, &pointer[1..]),
+                        None => Err(MissingReason::Absent),
+                    },
                 };
+                envelope.server_time =
+                    value.map_or_else(ServerTime::Missing, |raw| number_in(raw.get(), *unit));
             }
             envelope
         }
@@ -283,9 +297,19 @@ pub fn parse_api_timestamp(text: &str) -> Option<i64> {
                 .fold(0, |value, digit| value * 10 + u32::from(digit - b'0'))
         })
     };
-    let date =
-        chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
-    let time = date.and_hms_opt(number(11..13)?, number(14..16)?, number(17..19)?)?;
+    let (year, month, day) = (number(0..4)? as i64, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let seconds =
+        days_since_epoch(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     if millis.is_empty() || millis.len() > 3 || !millis.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -297,22 +321,193 @@ pub fn parse_api_timestamp(text: &str) -> Option<i64> {
             .fold(0, |value, digit| value * 10 + u32::from(digit - b'0'))
             * scale,
     );
-    Some(time.and_utc().timestamp_micros() + millis * 1000)
+    Some(seconds * 1_000_000 + millis * 1000)
 }
 
-fn api_cost_span(raw: &RawValue) -> Option<(i64, i64)> {
-    #[derive(Deserialize)]
-    struct Span<'a> {
-        #[serde(borrow)]
-        start: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        finish: Option<Cow<'a, str>>,
+fn days_in_month(year: i64, month: u32) -> u32 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
-    let span: Span<'_> = serde_json::from_str(raw.get()).ok()?;
-    Some((
-        parse_api_timestamp(span.start.as_deref()?)?,
-        parse_api_timestamp(span.finish.as_deref()?)?,
-    ))
+}
+
+/// Counts the days from 1970-01-01 to a date of the proleptic Gregorian
+/// calendar, by the days-from-civil method: years start in March, so the
+/// leap day ends a year, and 400 years are 146,097 days.
+fn days_since_epoch(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The members of `apiCost` read in the pass over the body: the timestamps,
+/// and the member the server-time pointer names.
+#[derive(Default)]
+struct ApiCost<'a> {
+    shape: Shape,
+    start: Option<&'a RawValue>,
+    finish: Option<&'a RawValue>,
+    /// The member (of an object) or element (of an array) the pointer names.
+    chosen: Option<&'a RawValue>,
+}
+
+/// The kind of JSON value `apiCost` is.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    #[default]
+    Object,
+    Array,
+    Null,
+    Scalar,
+}
+
+impl ApiCost<'_> {
+    /// Reads `start` and `finish` as timestamps; both must be strings.
+    fn span(&self) -> Option<(i64, i64)> {
+        let timestamp = |raw: &RawValue| {
+            let text = raw.get();
+            // A string without escapes is its bytes between the quotes.
+            if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                if !inner.contains('\\') {
+                    return parse_api_timestamp(inner);
+                }
+            }
+            let text: Cow<'_, str> = serde_json::from_str(text).ok()?;
+            parse_api_timestamp(&text)
+        };
+        Some((timestamp(self.start?)?, timestamp(self.finish?)?))
+    }
+
+    /// Returns the value the pointer `/apiCost/<key>` leads to, as [`descend`] finds it.
+    fn chosen(&self) -> Result<&RawValue, MissingReason> {
+        match self.shape {
+            Shape::Null => Err(MissingReason::Null),
+            Shape::Object | Shape::Array | Shape::Scalar => {
+                self.chosen.ok_or(MissingReason::Absent)
+            }
+        }
+    }
+}
+
+/// Reads `apiCost` within the pass over the body. `chosen` is the last
+/// segment of a server-time pointer `/apiCost/<chosen>`.
+struct ApiCostSeed<'p> {
+    chosen: Option<&'p str>,
+}
+
+impl<'de> DeserializeSeed<'de> for ApiCostSeed<'_> {
+    type Value = ApiCost<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+fn shaped<'de>(shape: Shape) -> ApiCost<'de> {
+    ApiCost {
+        shape,
+        ..ApiCost::default()
+    }
+}
+
+impl<'de> Visitor<'de> for ApiCostSeed<'_> {
+    type Value = ApiCost<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = shaped(Shape::Object);
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let is_chosen = Some(key.as_ref()) == self.chosen;
+            let slot = match key.as_ref() {
+                "start" => Some(&mut fields.start),
+                "finish" => Some(&mut fields.finish),
+                _ => None,
+            };
+            if slot.is_none() && !is_chosen {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let value: &'de RawValue = map.next_value()?;
+            if let Some(slot) = slot {
+                *slot = Some(value);
+            }
+            // The first occurrence counts, as the pointer lookup finds it.
+            if is_chosen && fields.chosen.is_none() {
+                fields.chosen = Some(value);
+            }
+        }
+        Ok(fields)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let wanted = self.chosen.and_then(array_index);
+        let mut fields = shaped(Shape::Array);
+        let mut index = 0;
+        loop {
+            if Some(index) == wanted {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(value) => fields.chosen = Some(value),
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            index += 1;
+        }
+        Ok(fields)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(shaped(Shape::Null))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(shaped(Shape::Scalar))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(shaped(Shape::Scalar))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(shaped(Shape::Scalar))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(shaped(Shape::Scalar))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(shaped(Shape::Scalar))
+    }
+}
+
+/// Parses an array index of a JSON pointer: `0`, or digits without a
+/// leading zero (RFC 6901), so `01` and `+1` name no element.
+fn array_index(segment: &str) -> Option<usize> {
+    let valid = match segment.as_bytes() {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if valid {
+        segment.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// The top-level fields kept from one pass over the body.
@@ -320,14 +515,18 @@ fn api_cost_span(raw: &RawValue) -> Option<(i64, i64)> {
 struct TopLevel<'a> {
     success: Option<&'a RawValue>,
     status_code: Option<&'a RawValue>,
-    api_cost: Option<&'a RawValue>,
+    api_cost: Option<ApiCost<'a>>,
     /// The value under the first segment of the server-time pointer.
     pointer_head: Option<&'a RawValue>,
 }
 
-fn top_level<'a>(body: &'a [u8], head: Option<&str>) -> Result<TopLevel<'a>, ()> {
+fn top_level<'a>(
+    body: &'a [u8],
+    head: Option<&str>,
+    api_cost_key: Option<&str>,
+) -> Result<TopLevel<'a>, ()> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let fields = TopLevelSeed { head }
+    let fields = TopLevelSeed { head, api_cost_key }
         .deserialize(&mut deserializer)
         .map_err(|_| ())?;
     deserializer.end().map_err(|_| ())?;
@@ -357,7 +556,10 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 struct TopLevelSeed<'p> {
+    /// The first segment of the server-time pointer.
     head: Option<&'p str>,
+    /// The second segment, when the pointer is `/apiCost/<key>`.
+    api_cost_key: Option<&'p str>,
 }
 
 impl<'de> DeserializeSeed<'de> for TopLevelSeed<'_> {
@@ -382,10 +584,16 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
         let mut fields = TopLevel::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let is_head = Some(key.as_ref()) == self.head;
+            if key == "apiCost" && (self.api_cost_key.is_some() || !is_head) {
+                let seed = ApiCostSeed {
+                    chosen: self.api_cost_key,
+                };
+                fields.api_cost = Some(map.next_value_seed(seed)?);
+                continue;
+            }
             let slot = match key.as_ref() {
                 "success" => Some(&mut fields.success),
                 "statusCode" => Some(&mut fields.status_code),
-                "apiCost" => Some(&mut fields.api_cost),
                 _ => None,
             };
             if slot.is_none() && !is_head {
@@ -398,6 +606,14 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
             }
             if is_head {
                 fields.pointer_head = Some(value);
+                // A pointer such as `/apiCost` or `/apiCost/a/b` takes the raw
+                // value, and the timestamps are read from it in a second pass.
+                if key == "apiCost" {
+                    let mut deserializer = serde_json::Deserializer::from_str(value.get());
+                    fields.api_cost = ApiCostSeed { chosen: None }
+                        .deserialize(&mut deserializer)
+                        .ok();
+                }
             }
         }
         Ok(fields)
@@ -456,7 +672,7 @@ impl<'de> Visitor<'de> for ChildSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let wanted: Option<usize> = self.segment.parse().ok();
+        let wanted = array_index(self.segment);
         let mut index = 0;
         let mut found = None;
         while found.is_none() {
@@ -528,6 +744,7 @@ pub fn format_api_timestamp(time: chrono::DateTime<chrono::Local>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
 
     const LOGIN_RESPONSE: &str = r#"{
         "success": true, "statusCode": 200, "message": "Login Success.",
@@ -647,6 +864,100 @@ mod tests {
             at("/meta/timing/7/ms", TimeUnit::Milliseconds),
             ServerTime::Missing(MissingReason::Absent)
         );
+        // RFC 6901 array indexes have no leading zero and no sign.
+        for pointer in ["/meta/timing/01/ms", "/meta/timing/+1/ms"] {
+            assert_eq!(
+                at(pointer, TimeUnit::Milliseconds),
+                ServerTime::Missing(MissingReason::Absent),
+                "{pointer}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_cost_pointer_in_every_shape() {
+        let at = |body: &str, pointer: &str| {
+            let source = ServerTimeSource::Body {
+                pointer: ServerTimeSource::parse_pointer(pointer).unwrap(),
+                unit: TimeUnit::Milliseconds,
+            };
+            parse_response(body.as_bytes(), &http::header::HeaderMap::new(), &source).server_time
+        };
+        let cases = [
+            (
+                r#"{"apiCost": {"ms": 4}}"#,
+                "/apiCost/ms",
+                ServerTime::Reported(4_000),
+            ),
+            (
+                r#"{"apiCost": {"ms": 4, "ms": 5}}"#,
+                "/apiCost/ms",
+                ServerTime::Reported(4_000),
+            ),
+            (
+                r#"{"apiCost": [3, 7]}"#,
+                "/apiCost/1",
+                ServerTime::Reported(7_000),
+            ),
+            (
+                r#"{"apiCost": [3, 7]}"#,
+                "/apiCost/01",
+                ServerTime::Missing(MissingReason::Absent),
+            ),
+            (
+                r#"{"apiCost": [3, 7]}"#,
+                "/apiCost/2",
+                ServerTime::Missing(MissingReason::Absent),
+            ),
+            (
+                r#"{"apiCost": null}"#,
+                "/apiCost/ms",
+                ServerTime::Missing(MissingReason::Null),
+            ),
+            (
+                r#"{"apiCost": 9}"#,
+                "/apiCost/ms",
+                ServerTime::Missing(MissingReason::Absent),
+            ),
+            (
+                r#"{"apiCost": "9"}"#,
+                "/apiCost/ms",
+                ServerTime::Missing(MissingReason::Absent),
+            ),
+            (r#"{"apiCost": 9}"#, "/apiCost", ServerTime::Reported(9_000)),
+            (
+                r#"{"apiCost": {"a": {"b": 2}}}"#,
+                "/apiCost/a/b",
+                ServerTime::Reported(2_000),
+            ),
+            (
+                r#"{"other": 1}"#,
+                "/apiCost/ms",
+                ServerTime::Missing(MissingReason::Absent),
+            ),
+        ];
+        for (body, pointer, expected) in cases {
+            assert_eq!(at(body, pointer), expected, "{pointer} in {body}");
+        }
+    }
+
+    #[test]
+    fn api_cost_span_with_every_pointer() {
+        let body = br#"{"apiCost": {"start": "2026-03-31 15:56:56'255", "finish": "2026-03-31 15:56:56'333", "duration": 0.078}}"#;
+        for pointer in [
+            "/apiCost/duration",
+            "/apiCost",
+            "/apiCost/start/x",
+            "/other",
+        ] {
+            let source = ServerTimeSource::Body {
+                pointer: ServerTimeSource::parse_pointer(pointer).unwrap(),
+                unit: TimeUnit::Seconds,
+            };
+            let envelope = parse_response(body, &http::header::HeaderMap::new(), &source);
+            let (start, finish) = envelope.api_cost_span.expect(pointer);
+            assert_eq!(finish - start, 78_000, "{pointer}");
+        }
     }
 
     #[test]
@@ -700,6 +1011,52 @@ mod tests {
             500_000
         );
         assert_eq!(parse_api_timestamp("31/03/2026"), None);
+    }
+
+    #[test]
+    fn api_timestamps_match_chrono() {
+        // Every day from 1600 to 2400, each at a different time of day.
+        let mut date = chrono::NaiveDate::from_ymd_opt(1600, 1, 1).unwrap();
+        let mut seconds_of_day = 0_u32;
+        while date.year() < 2400 {
+            let time =
+                chrono::NaiveTime::from_num_seconds_from_midnight_opt(seconds_of_day, 0).unwrap();
+            let expected = date.and_time(time).and_utc().timestamp_micros() + 123_000;
+            let text = format!(
+                "{} {}'123",
+                date.format("%Y-%m-%d"),
+                time.format("%H:%M:%S")
+            );
+            assert_eq!(parse_api_timestamp(&text), Some(expected), "{text}");
+            date = date.succ_opt().unwrap();
+            seconds_of_day = (seconds_of_day + 7_919) % 86_400;
+        }
+    }
+
+    #[test]
+    fn impossible_dates_and_times_are_rejected() {
+        for text in [
+            "2026-02-29 00:00:00'000",
+            "2100-02-29 00:00:00'000",
+            "2026-04-31 00:00:00'000",
+            "2026-13-01 00:00:00'000",
+            "2026-00-10 00:00:00'000",
+            "2026-01-00 00:00:00'000",
+            "2026-01-01 24:00:00'000",
+            "2026-01-01 23:60:00'000",
+            "2026-01-01 23:59:60'000",
+        ] {
+            assert_eq!(parse_api_timestamp(text), None, "{text}");
+        }
+        assert!(parse_api_timestamp("2024-02-29 23:59:59'999").is_some());
+        assert!(parse_api_timestamp("2000-02-29 00:00:00'000").is_some());
+    }
+
+    #[test]
+    fn escaped_api_cost_timestamps_parse() {
+        let body = br#"{"apiCost":{"start":"2026-03-31 15:56:56\u0027255","finish":"2026-03-31 15:56:56'300","duration":0.045}}"#;
+        let (start, finish) = parse_envelope(body).api_cost_span.unwrap();
+        assert_eq!(finish - start, 45_000);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use parallax::api::{
     number_in, parse_api_timestamp, parse_response, server_timing, ServerTimeSource, TimeUnit,
 };
 use parallax::metrics::{MissingReason, ServerTime, MAX_LATENCY_US};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -194,22 +194,20 @@ fn allowed_body_times(root: &Value, pointer: &[String], unit: TimeUnit) -> Vec<S
     }
 }
 
-/// Parses an array index the way parallax does.
-///
-/// NOTE: RFC 6901 allows only `0` or digits without a leading zero, but
-/// parallax takes whatever `usize::from_str` takes, so `/a/01` and `/a/+1`
-/// select element 1 where the RFC selects nothing. This mirrors parallax
-/// so that the target still reports other differences.
+/// Parses an array index as RFC 6901 defines it: `0`, or digits without a
+/// leading zero.
 fn array_index(segment: &str) -> Option<usize> {
-    segment.parse().ok()
+    let canonical = segment == "0"
+        || (!segment.starts_with('0') && segment.bytes().all(|b| b.is_ascii_digit()));
+    if canonical {
+        segment.parse().ok()
+    } else {
+        None
+    }
 }
 
-/// Lists the `apiCost` spans that a plain reading allows.
-///
-/// NOTE: parallax reads `apiCost` with a derived `Deserialize`, which also
-/// accepts an array `[start, finish]` as the two fields, although the
-/// envelope defines `apiCost` as an object. Both results are allowed for an
-/// array, so that the target still reports other differences.
+/// Lists the `apiCost` spans that a plain reading allows: only an object has
+/// a `start` and a `finish`.
 fn allowed_spans(api_cost: Option<&Value>) -> Vec<Option<(i64, i64)>> {
     let span = |start: Option<&Value>, finish: Option<&Value>| {
         let read = |value: Option<&Value>| parse_api_timestamp(value?.as_str()?);
@@ -217,7 +215,6 @@ fn allowed_spans(api_cost: Option<&Value>) -> Vec<Option<(i64, i64)>> {
     };
     match api_cost {
         Some(Value::Object(fields)) => vec![span(fields.get("start"), fields.get("finish"))],
-        Some(Value::Array(items)) => vec![None, span(items.first(), items.get(1))],
         _ => vec![None],
     }
 }

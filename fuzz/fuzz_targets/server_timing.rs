@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use parallax::api::{number_in, server_timing, TimeUnit};
 use parallax::metrics::{MissingReason, ServerTime, MAX_LATENCY_US};
-use reqwest::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 
 fuzz_target!(|data: &[u8]| {
     let (metric, values) = match data.iter().position(|&b| b == 0) {
