@@ -112,11 +112,11 @@ pub struct IntervalRow {
     pub errors: u64,
     pub not_sent: u64,
     /// Raw client latency of successful requests.
-    pub client: Percentiles,
+    pub client: Median99,
     /// Corrected client latency of successful requests (empty without correction).
-    pub corrected: Percentiles,
-    pub server: Percentiles,
-    pub overhead: Percentiles,
+    pub corrected: Median99,
+    pub server: Median99,
+    pub overhead: Median99,
 }
 
 impl IntervalRow {
@@ -126,10 +126,48 @@ impl IntervalRow {
             ok: stats.outcomes.ok,
             errors: stats.outcomes.errors(),
             not_sent: stats.outcomes.not_sent(),
-            client: Percentiles::of(&stats.client_ok),
-            corrected: Percentiles::of(&stats.corrected_ok),
-            server: Percentiles::of(&stats.server_ok),
-            overhead: Percentiles::of_signed(&stats.overhead),
+            client: Median99::of(&stats.client_ok),
+            corrected: Median99::of(&stats.corrected_ok),
+            server: Median99::of(&stats.server_ok),
+            overhead: Median99::of_signed(&stats.overhead),
+        }
+    }
+}
+
+/// The two percentiles an interval keeps, in milliseconds. A run keeps every
+/// interval in memory until the reports are written, so a row stays small:
+/// the time series and the charts use no other percentile.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Median99 {
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl Median99 {
+    fn of(histogram: &hdrhistogram::Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Median99::default();
+        }
+        let at = |q: f64| {
+            Some(crate::metrics::us_to_ms(
+                histogram.value_at_quantile(q) as f64
+            ))
+        };
+        Median99 {
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+        }
+    }
+
+    fn of_signed(histogram: &crate::metrics::SignedHistogram) -> Self {
+        let at = |q: f64| {
+            histogram
+                .value_at_quantile(q)
+                .map(|us| crate::metrics::us_to_ms(us as f64))
+        };
+        Median99 {
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
         }
     }
 }
