@@ -57,6 +57,7 @@ async fn transport_round(base_url: &str, requests: usize) -> f64 {
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
         insecure_skip_tls_verify: false,
+        max_body_bytes: 1 << 20,
     };
     let client = Arc::new(Client::new(base_url, &options).unwrap());
     let resource = client.resource(&format!("{base_url}/api/items")).unwrap();

@@ -223,6 +223,8 @@ pub struct RunResult {
     pub load_elapsed: Duration,
     /// Why the run was cut short; `None` for a complete run.
     pub partial_reason: Option<String>,
+    /// Kinds of requests that got no response, with their messages.
+    pub errors: Vec<crate::metrics::ErrorKind>,
 }
 
 impl RunResult {
@@ -284,6 +286,7 @@ fn build_client(plan: &Plan, base_url: &str) -> Result<Arc<Client>, SetupError> 
         connect_timeout: plan.connect_timeout,
         request_timeout: plan.request_timeout,
         insecure_skip_tls_verify: plan.insecure_skip_tls_verify,
+        max_body_bytes: plan.response.max_body_bytes,
     };
     Client::new(base_url, &options)
         .map(Arc::new)
@@ -423,6 +426,7 @@ async fn run_against(
         elapsed,
         load_elapsed,
         partial_reason,
+        errors: shared.errors.kinds(),
     })
 }
 

@@ -248,5 +248,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
         elapsed,
         load_elapsed,
         partial_reason,
+        // The journal keeps counts, not messages.
+        errors: Vec::new(),
     })
 }

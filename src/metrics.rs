@@ -877,6 +877,98 @@ impl Percentiles {
     }
 }
 
+/// The most kinds of error an [`ErrorLog`] keeps.
+pub const MAX_ERROR_KINDS: usize = 20;
+
+/// Requests that got no response (timeouts, connection and transport
+/// errors) by endpoint, class and message, so that the reports say why
+/// they failed and not only how often, and the requests sent a second time
+/// because a kept-alive connection closed under them. Messages come from
+/// the HTTP client and name causes, never request or response content.
+#[derive(Debug, Default)]
+pub struct ErrorLog {
+    kinds: Mutex<Vec<ErrorKind>>,
+}
+
+/// One kind of error and how often it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorKind {
+    pub endpoint: usize,
+    pub class: ErrorClass,
+    pub message: String,
+    pub count: u64,
+}
+
+/// What happened to a request an [`ErrorLog`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    Timeout,
+    ConnectError,
+    TransportError,
+    /// Not a failure: the connection closed before the response began, and
+    /// the request was sent again on a new one. Its outcome is counted as usual.
+    Retried,
+}
+
+impl ErrorClass {
+    /// The class of a request's outcome; any other failure is a transport error.
+    pub fn of(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Timeout => ErrorClass::Timeout,
+            Outcome::ConnectError => ErrorClass::ConnectError,
+            _ => ErrorClass::TransportError,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::ConnectError => "connect_error",
+            ErrorClass::TransportError => "transport_error",
+            ErrorClass::Retried => "retried",
+        }
+    }
+}
+
+impl ErrorLog {
+    /// Counts one error. Returns true when it is the first of its kind and
+    /// was kept; after [`MAX_ERROR_KINDS`] kinds, new kinds are not kept.
+    pub fn note(&self, endpoint: usize, class: ErrorClass, message: &str) -> bool {
+        let mut kinds = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = kinds.iter_mut().find(|kind| {
+            kind.endpoint == endpoint && kind.class == class && kind.message == message
+        });
+        if let Some(kind) = known {
+            kind.count += 1;
+            return false;
+        }
+        if kinds.len() >= MAX_ERROR_KINDS {
+            return false;
+        }
+        kinds.push(ErrorKind {
+            endpoint,
+            class,
+            message: message.to_string(),
+            count: 1,
+        });
+        true
+    }
+
+    /// Returns the kinds kept, most frequent first.
+    pub fn kinds(&self) -> Vec<ErrorKind> {
+        let mut kinds = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        kinds.sort_by_key(|kind| std::cmp::Reverse(kind.count));
+        kinds
+    }
+}
+
 /// Converts a duration to whole microseconds, saturating.
 pub fn duration_us(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -896,6 +988,26 @@ mod tests {
             server_time: server,
             details: ResponseDetails::default(),
         }
+    }
+
+    #[test]
+    fn error_log_counts_kinds_up_to_its_limit() {
+        let log = ErrorLog::default();
+        assert!(log.note(1, ErrorClass::TransportError, "reset"));
+        assert!(!log.note(1, ErrorClass::TransportError, "reset"));
+        assert!(log.note(2, ErrorClass::TransportError, "reset"));
+        assert!(log.note(1, ErrorClass::Retried, "reset"));
+        assert!(!log.note(1, ErrorClass::TransportError, "reset"));
+        let kinds = log.kinds();
+        assert_eq!(kinds.len(), 3);
+        assert_eq!((kinds[0].endpoint, kinds[0].count), (1, 3));
+        assert_eq!((kinds[1].endpoint, kinds[1].count), (2, 1));
+        assert_eq!(kinds[2].class, ErrorClass::Retried);
+        for index in 3..MAX_ERROR_KINDS {
+            assert!(log.note(1, ErrorClass::Timeout, &index.to_string()));
+        }
+        assert!(!log.note(1, ErrorClass::Timeout, "one kind too many"));
+        assert_eq!(log.kinds().len(), MAX_ERROR_KINDS);
     }
 
     #[test]

@@ -73,6 +73,7 @@ struct ServerTimeSection {
 struct ResponseSection {
     success_statuses: Option<Spanned<Vec<i64>>>,
     success_field: Option<bool>,
+    max_body_mib: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,13 +290,20 @@ pub struct ResponseRules {
     pub success_statuses: Option<Vec<u16>>,
     /// Whether `"success": false` in the body makes an application error.
     pub success_field: bool,
+    /// The largest response body read, before and after decoding; a larger
+    /// one is a transport error.
+    pub max_body_bytes: usize,
 }
+
+/// The default of `response.max_body_mib`.
+pub const DEFAULT_MAX_BODY_MIB: f64 = 32.0;
 
 impl Default for ResponseRules {
     fn default() -> Self {
         ResponseRules {
             success_statuses: None,
             success_field: true,
+            max_body_bytes: (DEFAULT_MAX_BODY_MIB * 1024.0 * 1024.0) as usize,
         }
     }
 }
@@ -674,9 +682,23 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let max_body_bytes = match &section.max_body_mib {
+            Some(mib) => {
+                let value = *mib.get_ref();
+                if !(value.is_finite() && (0.001..=4096.0).contains(&value)) {
+                    return Err(self.source.error(
+                        &mib.span(),
+                        format!("`response.max_body_mib` must be from 0.001 to 4096 (MiB), got {value}."),
+                    ));
+                }
+                (value * 1024.0 * 1024.0) as usize
+            }
+            None => ResponseRules::default().max_body_bytes,
+        };
         Ok(ResponseRules {
             success_statuses,
             success_field: section.success_field.unwrap_or(true),
+            max_body_bytes,
         })
     }
 

@@ -26,7 +26,7 @@ use http::header::{
     ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HOST, LOCATION, USER_AGENT,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
@@ -49,6 +49,7 @@ pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    max_body_bytes: usize,
     user_agent: HeaderValue,
 }
 
@@ -59,6 +60,9 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Accept any certificate; the caller warns about it.
     pub insecure_skip_tls_verify: bool,
+    /// The largest response body, before and after decoding, that is read
+    /// whole; a larger one fails the request.
+    pub max_body_bytes: usize,
 }
 
 /// Scheme, host and port of the target: every request goes there.
@@ -194,6 +198,7 @@ impl Client {
             tls: tls.then(|| Arc::new(tls_config(options.insecure_skip_tls_verify))),
             connect_timeout: options.connect_timeout,
             request_timeout: options.request_timeout,
+            max_body_bytes: options.max_body_bytes,
             user_agent: HeaderValue::from_static(concat!("parallax/", env!("CARGO_PKG_VERSION"))),
         })
     }
@@ -281,6 +286,8 @@ pub struct Connection {
     /// Set while a request is under way: if its future is dropped (timeout,
     /// abort), the connection is left mid-exchange and must not be reused.
     busy: bool,
+    /// Why the last request was sent a second time, on a new connection.
+    retried: Option<String>,
 }
 
 impl Connection {
@@ -289,7 +296,14 @@ impl Connection {
             client,
             link: None,
             busy: false,
+            retried: None,
         }
+    }
+
+    /// Returns, once, why the last request had to be sent again: its
+    /// kept-alive connection closed before the response began.
+    pub fn take_retried(&mut self) -> Option<String> {
+        self.retried.take()
     }
 
     /// Sends `request`, follows redirects on the same origin, and reads the
@@ -358,24 +372,38 @@ impl Connection {
         body: Option<&Bytes>,
     ) -> Result<Response, Error> {
         let mut reused = self.link.is_some();
+        let limit = self.client.max_body_bytes;
         loop {
             let link = match &mut self.link {
                 Some(link) => link,
                 None => self.link.insert(self.client.connect().await?),
             };
             let request = build_request(&self.client, link, method, resource, authorization, body);
-            match link.exchange(request).await {
-                Ok(response) => return decode(response),
-                // A kept-alive connection the server closed before taking the
-                // request: nothing was sent, so open a new one and send it there.
-                Err(Failure::NotSent(_)) if reused => {
-                    self.link = None;
-                    reused = false;
-                }
-                Err(Failure::NotSent(detail) | Failure::Failed(detail)) => {
+            let failure = match link.exchange(request, limit).await {
+                Ok(response) => return decode(response, limit),
+                Err(failure) => failure,
+            };
+            // A kept-alive connection can close just as a request goes out.
+            // When the request never left, or the connection closed before a
+            // byte of the response and the request can be repeated safely
+            // (GET, HEAD, PUT, DELETE, OPTIONS), it is sent again, once, on
+            // a new connection, as browsers and Go's net/http do. The latency
+            // counts from the first send.
+            let retry = match &failure {
+                Failure::NotSent(_) => true,
+                Failure::Failed {
+                    before_response, ..
+                } => *before_response && method.is_idempotent(),
+            };
+            self.link = None;
+            match failure {
+                Failure::NotSent(_) if reused => {}
+                Failure::Failed { detail, .. } if reused && retry => self.retried = Some(detail),
+                Failure::NotSent(detail) | Failure::Failed { detail, .. } => {
                     return Err(Error::Transport(detail))
                 }
             }
+            reused = false;
         }
     }
 }
@@ -437,17 +465,44 @@ enum Link {
 enum Failure {
     /// The request never left: the connection was already closed.
     NotSent(String),
-    Failed(String),
+    Failed {
+        detail: String,
+        /// The connection closed, or was reset, after the request was written
+        /// and before a response began.
+        before_response: bool,
+    },
 }
 
 impl Failure {
     fn of_send<T>(mut error: hyper::client::conn::TrySendError<T>) -> Self {
         let unsent = error.take_message().is_some();
-        let detail = describe(&error.into_error());
+        let error = error.into_error();
         if unsent {
-            Failure::NotSent(detail)
+            Failure::NotSent(describe(&error))
         } else {
-            Failure::Failed(detail)
+            Failure::Failed {
+                detail: describe(&error),
+                before_response: closed_before_response(&error),
+            }
+        }
+    }
+
+    fn of_body(error: Box<dyn std::error::Error + Send + Sync>, limit: usize) -> Self {
+        let detail = if error.is::<http_body_util::LengthLimitError>() {
+            format!("the response body is larger than {limit} bytes (response.max_body_mib)")
+        } else {
+            let mut text = error.to_string();
+            let mut source = error.source();
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        };
+        Failure::Failed {
+            detail,
+            before_response: false,
         }
     }
 }
@@ -462,10 +517,22 @@ impl Link {
     async fn exchange(
         &mut self,
         request: http::Request<Full<Bytes>>,
+        limit: usize,
     ) -> Result<RawResponse, Failure> {
-        let failed = |error: hyper::Error| Failure::Failed(describe(&error));
         match self {
             Link::Http1 { sender, driver } => {
+                // Let the driver read what arrived while the connection was
+                // idle, so that a close the server sent is seen before a new
+                // request is written to the socket.
+                std::future::poll_fn(|cx| {
+                    if let Some(running) = driver {
+                        if running.as_mut().poll(cx).is_ready() {
+                            *driver = None;
+                        }
+                    }
+                    Poll::Ready(())
+                })
+                .await;
                 if driver.is_none() {
                     return Err(Failure::NotSent("the connection is closed".into()));
                 }
@@ -476,7 +543,9 @@ impl Link {
                     .await
                     .map_err(Failure::of_send)?;
                 let (parts, body) = response.into_parts();
-                let body = driven(driver, body.collect()).await.map_err(failed)?;
+                let body = driven(driver, Limited::new(body, limit).collect())
+                    .await
+                    .map_err(|error| Failure::of_body(error, limit))?;
                 Ok(RawResponse {
                     parts,
                     body: body.to_bytes(),
@@ -492,7 +561,10 @@ impl Link {
                     .await
                     .map_err(Failure::of_send)?;
                 let (parts, body) = response.into_parts();
-                let body = body.collect().await.map_err(failed)?;
+                let body = Limited::new(body, limit)
+                    .collect()
+                    .await
+                    .map_err(|error| Failure::of_body(error, limit))?;
                 Ok(RawResponse {
                     parts,
                     body: body.to_bytes(),
@@ -547,49 +619,67 @@ async fn handshake_http2(stream: Stream) -> Result<Link, Error> {
     Ok(Link::Http2 { sender })
 }
 
-/// Decodes a gzip, deflate or brotli body; any other coding is kept as sent.
-fn decode(response: RawResponse) -> Result<Response, Error> {
+/// Decodes a gzip, deflate or brotli body of up to `limit` bytes decoded;
+/// any other coding, and an empty body (a HEAD, a 204), is kept as sent.
+fn decode(response: RawResponse, limit: usize) -> Result<Response, Error> {
     let RawResponse { parts, body } = response;
     let coding = parts
         .headers
         .get(CONTENT_ENCODING)
         .and_then(|value| value.to_str().ok())
         .map(|value| value.trim().to_ascii_lowercase());
-    let mut decoded = Vec::new();
-    let result = match coding.as_deref() {
-        None | Some("" | "identity") => {
-            return Ok(Response {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        }
-        Some("gzip" | "x-gzip") => {
-            flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut decoded)
-        }
-        Some("deflate") => flate2::read::ZlibDecoder::new(&body[..]).read_to_end(&mut decoded),
-        Some("br") => {
-            brotli_decompressor::Decompressor::new(&body[..], 4096).read_to_end(&mut decoded)
-        }
-        Some(_) => {
-            return Ok(Response {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        }
-    };
-    result.map_err(|error| {
-        Error::Transport(format!(
-            "failed to decode the {} body: {error}",
-            coding.unwrap_or_default()
-        ))
-    })?;
-    Ok(Response {
+    let as_sent = |parts: http::response::Parts, body: Bytes| Response {
         status: parts.status,
         headers: parts.headers,
-        body: Bytes::from(decoded),
-    })
+        body,
+    };
+    if body.is_empty() {
+        return Ok(as_sent(parts, body));
+    }
+    let mut decoder: Box<dyn Read + '_> = match coding.as_deref() {
+        Some("gzip" | "x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        Some("br") => Box::new(brotli_decompressor::Decompressor::new(&body[..], 4096)),
+        _ => return Ok(as_sent(parts, body)),
+    };
+    let coding = coding.unwrap_or_default();
+    let mut decoded = Vec::new();
+    // One byte over the limit tells a body of exactly `limit` from a larger one.
+    decoder
+        .by_ref()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decoded)
+        .map_err(|error| {
+            Error::Transport(format!("failed to decode the {coding} body: {error}"))
+        })?;
+    if decoded.len() > limit {
+        return Err(Error::Transport(format!(
+            "the {coding} response body decodes to more than {limit} bytes (response.max_body_mib)"
+        )));
+    }
+    Ok(as_sent(parts, Bytes::from(decoded)))
+}
+
+/// Tells whether the connection closed or was reset before a response
+/// began: the mark of a kept-alive connection the server closed just as the
+/// request went out. A malformed response is not such a case.
+fn closed_before_response(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Describes a hyper error with its causes, on one line.
@@ -752,6 +842,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             insecure_skip_tls_verify: false,
+            max_body_bytes: 1 << 20,
         };
         Client::new(base_url, &options).unwrap()
     }
@@ -805,6 +896,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             insecure_skip_tls_verify: false,
+            max_body_bytes: 1 << 20,
         };
         let error = Client::new("ftp://127.0.0.1/", &options).err().unwrap();
         assert!(error.contains("\"ftp\""), "{error}");
@@ -833,14 +925,14 @@ mod tests {
             ("gzip", gzip.finish().unwrap()),
             ("deflate", zlib.finish().unwrap()),
         ] {
-            let response = decode(raw(coding, body)).unwrap();
+            let response = decode(raw(coding, body), 1 << 20).unwrap();
             assert_eq!(&response.body[..], &text[..], "{coding}");
         }
     }
 
     #[test]
     fn undecodable_body_is_transport_error() {
-        let error = decode(raw("gzip", b"not gzip".to_vec())).unwrap_err();
+        let error = decode(raw("gzip", b"not gzip".to_vec()), 1 << 20).unwrap_err();
         assert_eq!(error.outcome(), Outcome::TransportError);
         assert!(
             error.to_string().contains("failed to decode the gzip body"),
@@ -850,7 +942,7 @@ mod tests {
 
     #[test]
     fn unknown_codings_pass_through() {
-        let response = decode(raw("zstd", b"abc".to_vec())).unwrap();
+        let response = decode(raw("zstd", b"abc".to_vec()), 1 << 20).unwrap();
         assert_eq!(&response.body[..], b"abc");
     }
 }

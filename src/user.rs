@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{jwt_expiry, parse_response, Envelope, ServerTimeSource};
 use crate::load::Distribution;
 use crate::metrics::{
-    duration_us, ClockSample, Correction, LoginReason, MissingReason, NotSentReason, Outcome,
-    Recorder, ResponseDetails, Sample, ServerTime, LOGIN_ENDPOINT,
+    duration_us, ClockSample, Correction, ErrorClass, ErrorLog, LoginReason, MissingReason,
+    NotSentReason, Outcome, Recorder, ResponseDetails, Sample, ServerTime, LOGIN_ENDPOINT,
 };
 use crate::scenario::{Credential, LoginPlan, Plan, ResponseRules};
 use crate::transport::{self, Client, Connection, Resource};
@@ -48,6 +48,10 @@ pub struct Shared {
     /// Seconds east of UTC of the zone `apiCost.start` and `finish` are written in.
     server_clock_utc_offset_s: i64,
     login_limiter: Option<DirectLimiter>,
+    /// Why requests got no response, for the reports.
+    pub errors: ErrorLog,
+    /// `METHOD path` of each endpoint, login first, for messages.
+    labels: Vec<String>,
 }
 
 struct PreparedRequest {
@@ -121,7 +125,36 @@ impl Shared {
             response_rules: plan.response.clone(),
             server_clock_utc_offset_s,
             login_limiter: plan.login.max_logins_per_s.map(rate_limiter),
+            errors: ErrorLog::default(),
+            labels: std::iter::once(format!("POST {}", plan.login.path))
+                .chain(
+                    plan.requests
+                        .iter()
+                        .map(|request| format!("{} {}", request.method, request.path)),
+                )
+                .collect(),
         })
+    }
+
+    /// Counts a request that got no response, and prints the first of each kind.
+    fn note_error(&self, endpoint: usize, error: &transport::Error) {
+        let message = error.to_string();
+        if self
+            .errors
+            .note(endpoint, ErrorClass::of(error.outcome()), &message)
+        {
+            eprintln!(
+                "warning: {}: {message} (more errors like this are counted in the reports)",
+                self.labels[endpoint]
+            );
+        }
+    }
+
+    /// Counts a request sent again because its connection closed under it.
+    fn note_retry(&self, endpoint: usize, connection: &mut Connection) {
+        if let Some(message) = connection.take_retried() {
+            self.errors.note(endpoint, ErrorClass::Retried, &message);
+        }
     }
 
     /// Picks a request index (into the scenario's requests) by weight.
@@ -381,7 +414,11 @@ impl VirtualUser {
         };
         let result = tokio::select! {
             result = self.connection.send(request) => {
-                result.map_err(|error| (error.outcome(), error.to_string()))
+                self.shared.note_retry(LOGIN_ENDPOINT, &mut self.connection);
+                result.map_err(|error| {
+                    self.shared.note_error(LOGIN_ENDPOINT, &error);
+                    (error.outcome(), error.to_string())
+                })
             }
             _ = self.shared.abort.cancelled() => Err((Outcome::Cancelled, "run aborted".to_string())),
         };
@@ -518,10 +555,14 @@ impl VirtualUser {
                         status: received.status,
                         envelope: parse_response(&received.body, &received.headers, &request.server_time),
                     },
-                    Err(error) => Response::Failed(error.outcome()),
+                    Err(error) => {
+                        self.shared.note_error(index + 1, &error);
+                        Response::Failed(error.outcome())
+                    }
                 },
                 _ = self.shared.abort.cancelled() => Response::Failed(Outcome::Cancelled),
             };
+            self.shared.note_retry(index + 1, &mut self.connection);
             let done = Instant::now();
             let done_wall = SystemTime::now();
             let mut details = ResponseDetails::default();

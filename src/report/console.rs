@@ -156,6 +156,20 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     if let Some(line) = failures(&summary.all) {
         let _ = writeln!(out, "\n{line}");
     }
+    for error in summary.errors.iter().take(5) {
+        let _ = writeln!(
+            out,
+            "  {} × {} {}: {}",
+            error.count, error.endpoint, error.outcome, error.message
+        );
+    }
+    if summary.errors.len() > 5 {
+        let _ = writeln!(
+            out,
+            "  … {} more kinds of error in summary.json",
+            summary.errors.len() - 5
+        );
+    }
     if let Some(line) = missing_server_time(&summary.all) {
         let _ = writeln!(out, "{line}");
     }

@@ -35,6 +35,10 @@ pub struct Summary {
     pub generator: GeneratorSummary,
     pub server_clock: ServerClockSummary,
     pub checks: Vec<CheckResult>,
+    /// Requests that got no response, and requests sent again after their
+    /// connection closed, by endpoint, outcome and message, most frequent
+    /// first. Empty in reports rebuilt from a journal.
+    pub errors: Vec<ErrorSummary>,
     /// Every request endpoint merged; logins are left out.
     pub all: EndpointSummary,
     /// Login first, then the scenario's requests in their order.
@@ -367,6 +371,16 @@ impl Summary {
             generator: GeneratorSummary::new(&result.generator),
             server_clock: ServerClockSummary::new(result),
             checks: evaluate_checks(&plan.checks, &all),
+            errors: result
+                .errors
+                .iter()
+                .map(|kind| ErrorSummary {
+                    endpoint: result.endpoints[kind.endpoint].name.clone(),
+                    outcome: kind.class.name(),
+                    message: kind.message.clone(),
+                    count: kind.count,
+                })
+                .collect(),
             all,
             endpoints,
         }
@@ -376,6 +390,18 @@ impl Summary {
     pub fn checks_passed(&self) -> bool {
         self.checks.iter().all(|check| check.passed)
     }
+}
+
+/// One kind of request that got no response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorSummary {
+    pub endpoint: String,
+    /// `timeout`, `connect_error` or `transport_error`; or `retried` for
+    /// requests sent again after their connection closed, whose outcome is
+    /// counted as usual.
+    pub outcome: &'static str,
+    pub message: String,
+    pub count: u64,
 }
 
 fn evaluate_checks(checks: &Checks, all: &EndpointSummary) -> Vec<CheckResult> {

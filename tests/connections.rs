@@ -1,0 +1,272 @@
+//! Connection handling against a hand-written HTTP/1.1 server on a loopback
+//! port: keep-alive connections the server closes without warning, bodies
+//! over the size limit, and empty bodies that still name a content coding.
+
+mod common;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::{closed, endpoint, request, run_against, ScenarioBuilder};
+use parallax::report::Summary;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const LOGIN_BODY: &str = r#"{"success":true,"statusCode":200,"message":"ok","data":{"token":"plain-token"},"apiCost":{"duration":0.001}}"#;
+const LIST_BODY: &str =
+    r#"{"success":true,"statusCode":200,"message":"ok","data":[],"apiCost":{"duration":0.002}}"#;
+
+/// How the server answers `GET /api/items`.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Closes the connection, with no `Connection: close`, after every Nth response.
+    CloseAfter(u64),
+    /// Sends a JSON body of this many bytes.
+    LargeBody(usize),
+    /// Sends a gzip body that decodes to this many bytes.
+    GzipBomb(usize),
+    /// Every Nth response is an empty body with `Content-Encoding: gzip`
+    /// and this status.
+    EmptyGzip(u64, u16),
+}
+
+#[derive(Default)]
+struct Counts {
+    connections: AtomicU64,
+    logins: AtomicU64,
+    lists: AtomicU64,
+    /// Responses sent with an empty gzip body.
+    empty_gzip: AtomicU64,
+}
+
+struct RawServer {
+    base_url: String,
+    counts: Arc<Counts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start(behaviour: Behaviour) -> RawServer {
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let counts = Arc::new(Counts::default());
+    let serving = Arc::clone(&counts);
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            serving.connections.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(serve(stream, behaviour, Arc::clone(&serving)));
+        }
+    });
+    RawServer {
+        base_url,
+        counts,
+        task,
+    }
+}
+
+/// Serves one connection until the client closes it or the behaviour does.
+async fn serve(stream: TcpStream, behaviour: Behaviour, counts: Arc<Counts>) {
+    let mut stream = BufReader::new(stream);
+    let mut served = 0_u64;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            match stream.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push(line),
+            }
+        }
+        let length = head
+            .iter()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, value)| value.trim().parse::<usize>().unwrap());
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let response = if head[0].starts_with("POST /api/auth/login ") {
+            counts.logins.fetch_add(1, Ordering::Relaxed);
+            plain(200, LOGIN_BODY.as_bytes(), None)
+        } else {
+            let number = counts.lists.fetch_add(1, Ordering::Relaxed) + 1;
+            list_response(behaviour, number, &counts)
+        };
+        if stream.get_mut().write_all(&response).await.is_err() {
+            return;
+        }
+        served += 1;
+        if let Behaviour::CloseAfter(every) = behaviour {
+            if served % every == 0 {
+                return;
+            }
+        }
+    }
+}
+
+fn list_response(behaviour: Behaviour, number: u64, counts: &Counts) -> Vec<u8> {
+    match behaviour {
+        Behaviour::CloseAfter(_) => plain(200, LIST_BODY.as_bytes(), None),
+        Behaviour::LargeBody(size) => plain(200, &padded(size), None),
+        Behaviour::GzipBomb(size) => plain(200, &gzip(&padded(size)), Some("gzip")),
+        Behaviour::EmptyGzip(every, status) if number % every == 0 => {
+            counts.empty_gzip.fetch_add(1, Ordering::Relaxed);
+            plain(status, b"", Some("gzip"))
+        }
+        Behaviour::EmptyGzip(..) => plain(200, LIST_BODY.as_bytes(), None),
+    }
+}
+
+/// A list envelope of exactly `size` bytes, padded inside `message`.
+fn padded(size: usize) -> Vec<u8> {
+    let padding = size - LIST_BODY.len();
+    LIST_BODY
+        .replacen("\"ok\"", &format!("\"ok{}\"", " ".repeat(padding)), 1)
+        .into_bytes()
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn plain(status: u16, body: &[u8], coding: Option<&str>) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if let Some(coding) = coding {
+        head.push_str(&format!("content-encoding: {coding}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut response = head.into_bytes();
+    response.extend_from_slice(body);
+    response
+}
+
+async fn run(server: &RawServer, extra: &str) -> Summary {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = ScenarioBuilder::new()
+        .requests(vec![request("list", "GET", "/api/items", 1)])
+        .load(closed(2, 1.5))
+        .extra(extra);
+    let plan = scenario.plan_in(dir.path());
+    let result = run_against(plan, &server.base_url).await;
+    let summary = Summary::new(&result);
+    common::assert_accounted(&summary);
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_keep_alive_connections_are_reopened() {
+    let server = start(Behaviour::CloseAfter(3)).await;
+    let summary = run(&server, "").await;
+
+    let list = endpoint(&summary, "list");
+    let received = server.counts.lists.load(Ordering::Relaxed);
+    assert!(list.ok >= 100, "{list:?}");
+    assert_eq!(list.transport_errors, 0, "{:?}", summary.errors);
+    assert_eq!(list.ok, received);
+    // A request that met a closing connection was sent again, and says so.
+    for error in &summary.errors {
+        assert_eq!(error.outcome, "retried", "{error:?}");
+    }
+    // Each connection carried three responses, the first one a login.
+    let connections = server.counts.connections.load(Ordering::Relaxed);
+    assert!(
+        connections * 3 >= received + 2,
+        "{connections} for {received}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_are_transport_errors() {
+    let server = start(Behaviour::LargeBody(20_000)).await;
+    let summary = run(&server, "[response]\nmax_body_mib = 0.01\n").await;
+
+    let list = endpoint(&summary, "list");
+    assert!(list.requests_sent >= 10, "{list:?}");
+    assert_eq!(list.transport_errors, list.requests_sent);
+    assert_eq!(list.ok, 0);
+    let error = &summary.errors[0];
+    assert_eq!(error.endpoint, "list");
+    assert_eq!(error.outcome, "transport_error");
+    assert_eq!(error.count, list.transport_errors);
+    assert!(
+        error.message.contains("larger than 10485 bytes"),
+        "{}",
+        error.message
+    );
+    // The small login bodies fit.
+    assert_eq!(endpoint(&summary, "login").ok, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_bodies_over_the_limit_are_transport_errors() {
+    let server = start(Behaviour::GzipBomb(200_000)).await;
+    let summary = run(&server, "[response]\nmax_body_mib = 0.1\n").await;
+
+    let list = endpoint(&summary, "list");
+    assert!(list.requests_sent >= 10, "{list:?}");
+    assert_eq!(list.transport_errors, list.requests_sent);
+    assert!(
+        summary.errors[0]
+            .message
+            .contains("gzip response body decodes to more than 104857 bytes"),
+        "{:?}",
+        summary.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_gzip_401_still_triggers_a_login() {
+    let server = start(Behaviour::EmptyGzip(5, 401)).await;
+    let summary = run(&server, "").await;
+
+    let list = endpoint(&summary, "list");
+    let unauthorized = server.counts.empty_gzip.load(Ordering::Relaxed);
+    assert!(unauthorized >= 10, "{unauthorized}");
+    assert_eq!(list.transport_errors, 0);
+    // A 401 leads to a login and one retry. When the retry gets a 401 too
+    // (the two users share the server's count), that 401 is the outcome.
+    let retried_into_401 = list.http_errors_by_status.get("401").copied().unwrap_or(0);
+    assert_eq!(list.http_errors, retried_into_401);
+    assert_eq!(
+        summary.logins.counts.after_unauthorized + retried_into_401,
+        unauthorized
+    );
+    assert_eq!(
+        list.ok + unauthorized,
+        server.counts.lists.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_gzip_204_is_ok() {
+    let server = start(Behaviour::EmptyGzip(4, 204)).await;
+    let summary = run(&server, "").await;
+
+    let list = endpoint(&summary, "list");
+    let empty = server.counts.empty_gzip.load(Ordering::Relaxed);
+    assert!(empty >= 10, "{empty}");
+    assert_eq!(list.ok, list.requests_intended);
+    assert_eq!(list.ok, server.counts.lists.load(Ordering::Relaxed));
+    assert_eq!(
+        list.server_time_missing_by_reason.not_json, empty,
+        "{:?}",
+        list.server_time_missing_by_reason
+    );
+}
