@@ -463,7 +463,10 @@ async fn drive_load(
     let partial_reason =
         wait_for_users(&tracker, shared, plan, end_of_load, &options.interrupt).await;
 
-    if let Some(queue) = queue {
+    if let Some((queue, dispatcher)) = queue {
+        // A dispatcher running late may still be queueing arrivals that came
+        // due before the end: wait for it, so that none of them is lost.
+        let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
         // Arrivals still queued at the end were intended but never sent.
         while let Ok(arrival) = queue.try_recv() {
             let sample = Sample::not_sent(arrival.request + 1, NotSentReason::RunStopped);
@@ -589,7 +592,10 @@ fn spawn_open(
     tracker: &TaskTracker,
     counts: &Arc<DispatchCounts>,
     seed: u64,
-) -> async_channel::Receiver<Arrival> {
+) -> (
+    async_channel::Receiver<Arrival>,
+    std::thread::JoinHandle<()>,
+) {
     let (sender, receiver) = async_channel::unbounded();
     let pool = Arc::new(Pool::default());
     for user in users {
@@ -610,7 +616,7 @@ fn spawn_open(
     let model = model.clone();
     let shared = Arc::clone(shared);
     let counts = Arc::clone(counts);
-    std::thread::Builder::new()
+    let dispatcher = std::thread::Builder::new()
         .name("parallax-dispatch".into())
         .spawn(move || {
             clock::use_precise_timers();
@@ -633,7 +639,7 @@ fn spawn_open(
             // Dropping the sender closes the queue once the schedule is over.
         })
         .expect("the operating system starts a thread");
-    receiver
+    (receiver, dispatcher)
 }
 
 /// Adds users to the open model's pool while arrivals wait and the pool is
@@ -654,6 +660,11 @@ struct PoolGrowth {
 
 impl PoolGrowth {
     fn grow_if_needed(&self) {
+        // After the end, queued arrivals are counted as not sent; a new user
+        // would only log in for nothing.
+        if self.shared.stop.is_cancelled() {
+            return;
+        }
         while self.queue.len() > self.starting.load(Ordering::Relaxed) {
             let id = self.counts.users_started.load(Ordering::Relaxed);
             if id >= self.max_users {
