@@ -520,17 +520,189 @@ struct TopLevel<'a> {
     pointer_head: Option<&'a RawValue>,
 }
 
+/// Reads the top-level object of a body. The values parallax keeps are
+/// parsed, and so checked, by serde_json; every other value (`data`, `rows`,
+/// anything unknown) is only stepped over: its brackets must balance and its
+/// strings must end, but its contents are not checked. Skipping that way
+/// costs a few instructions per byte, where parsing costs several times more.
 fn top_level<'a>(
     body: &'a [u8],
     head: Option<&str>,
     api_cost_key: Option<&str>,
 ) -> Result<TopLevel<'a>, ()> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let fields = TopLevelSeed { head, api_cost_key }
-        .deserialize(&mut deserializer)
-        .map_err(|_| ())?;
-    deserializer.end().map_err(|_| ())?;
-    Ok(fields)
+    let mut scan = Scanner { body, at: 0 };
+    let mut fields = TopLevel::default();
+    scan.expect(b'{')?;
+    if !scan.next_is(b'}') {
+        loop {
+            let key = scan.key()?;
+            scan.expect(b':')?;
+            scan.skip_whitespace();
+            let is_head = Some(key.as_ref()) == head;
+            let slot = match key.as_ref() {
+                "success" => Some(&mut fields.success),
+                "statusCode" => Some(&mut fields.status_code),
+                _ => None,
+            };
+            if key == "apiCost" && (api_cost_key.is_some() || !is_head) {
+                let mut deserializer = serde_json::Deserializer::from_str(scan.value()?);
+                let seed = ApiCostSeed {
+                    chosen: api_cost_key,
+                };
+                fields.api_cost = Some(seed.deserialize(&mut deserializer).map_err(|_| ())?);
+            } else if slot.is_some() || is_head {
+                let value: &'a RawValue = serde_json::from_str(scan.value()?).map_err(|_| ())?;
+                if let Some(slot) = slot {
+                    *slot = Some(value);
+                }
+                if is_head {
+                    fields.pointer_head = Some(value);
+                    // A pointer such as `/apiCost` or `/apiCost/a/b` takes the raw
+                    // value, and the timestamps are read from it in a second pass.
+                    if key == "apiCost" {
+                        let mut deserializer = serde_json::Deserializer::from_str(value.get());
+                        fields.api_cost = ApiCostSeed { chosen: None }
+                            .deserialize(&mut deserializer)
+                            .ok();
+                    }
+                }
+            } else {
+                scan.skip_value()?;
+            }
+            scan.skip_whitespace();
+            match scan.take()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return Err(()),
+            }
+        }
+    }
+    scan.skip_whitespace();
+    if scan.at == body.len() {
+        Ok(fields)
+    } else {
+        Err(())
+    }
+}
+
+/// A position in a JSON body, for [`top_level`].
+struct Scanner<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.body.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn take(&mut self) -> Result<u8, ()> {
+        let byte = *self.body.get(self.at).ok_or(())?;
+        self.at += 1;
+        Ok(byte)
+    }
+
+    /// Skips whitespace and takes `byte`, or fails.
+    fn expect(&mut self, byte: u8) -> Result<(), ()> {
+        self.skip_whitespace();
+        if self.take()? == byte {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// Skips whitespace and takes `byte` when it comes next.
+    fn next_is(&mut self, byte: u8) -> bool {
+        self.skip_whitespace();
+        let found = self.body.get(self.at) == Some(&byte);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    /// Reads an object key, borrowed from the body unless it has escapes.
+    fn key(&mut self) -> Result<Cow<'a, str>, ()> {
+        self.skip_whitespace();
+        let start = self.at;
+        if self.take()? != b'"' {
+            return Err(());
+        }
+        let escaped = self.skip_string_rest()?;
+        let quoted = &self.body[start..self.at];
+        if escaped {
+            serde_json::from_slice::<String>(quoted)
+                .map(Cow::Owned)
+                .map_err(|_| ())
+        } else {
+            let inner = &quoted[1..quoted.len() - 1];
+            std::str::from_utf8(inner)
+                .map(Cow::Borrowed)
+                .map_err(|_| ())
+        }
+    }
+
+    /// Steps over one value and returns its text.
+    fn value(&mut self) -> Result<&'a str, ()> {
+        let start = self.at;
+        self.skip_value()?;
+        std::str::from_utf8(&self.body[start..self.at]).map_err(|_| ())
+    }
+
+    /// Steps over one value: a string, an object or array with balanced
+    /// brackets, or a scalar up to the next delimiter.
+    fn skip_value(&mut self) -> Result<(), ()> {
+        match self.take()? {
+            b'"' => self.skip_string_rest().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 1_usize;
+                while depth > 0 {
+                    match self.take()? {
+                        b'"' => {
+                            self.skip_string_rest()?;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            b',' | b'}' | b']' | b':' => Err(()),
+            _ => {
+                while let Some(byte) = self.body.get(self.at) {
+                    if matches!(byte, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    self.at += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Steps past the rest of a string whose opening quote was taken; true
+    /// when it contains escapes.
+    fn skip_string_rest(&mut self) -> Result<bool, ()> {
+        let mut escaped = false;
+        loop {
+            let rest = &self.body[self.at..];
+            let found = rest
+                .iter()
+                .position(|&byte| byte == b'"' || byte == b'\\')
+                .ok_or(())?;
+            self.at += found + 1;
+            if rest[found] == b'"' {
+                return Ok(escaped);
+            }
+            escaped = true;
+            // The escaped character, a quote or a backslash among them.
+            self.take()?;
+        }
+    }
 }
 
 /// A map key, borrowed from the body unless it contains escapes.
@@ -552,71 +724,6 @@ impl<'de> Deserialize<'de> for Key<'de> {
             }
         }
         deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-struct TopLevelSeed<'p> {
-    /// The first segment of the server-time pointer.
-    head: Option<&'p str>,
-    /// The second segment, when the pointer is `/apiCost/<key>`.
-    api_cost_key: Option<&'p str>,
-}
-
-impl<'de> DeserializeSeed<'de> for TopLevelSeed<'_> {
-    type Value = TopLevel<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopLevelSeed<'_> {
-    type Value = TopLevel<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = TopLevel::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let is_head = Some(key.as_ref()) == self.head;
-            if key == "apiCost" && (self.api_cost_key.is_some() || !is_head) {
-                let seed = ApiCostSeed {
-                    chosen: self.api_cost_key,
-                };
-                fields.api_cost = Some(map.next_value_seed(seed)?);
-                continue;
-            }
-            let slot = match key.as_ref() {
-                "success" => Some(&mut fields.success),
-                "statusCode" => Some(&mut fields.status_code),
-                _ => None,
-            };
-            if slot.is_none() && !is_head {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            let value: &'de RawValue = map.next_value()?;
-            if let Some(slot) = slot {
-                *slot = Some(value);
-            }
-            if is_head {
-                fields.pointer_head = Some(value);
-                // A pointer such as `/apiCost` or `/apiCost/a/b` takes the raw
-                // value, and the timestamps are read from it in a second pass.
-                if key == "apiCost" {
-                    let mut deserializer = serde_json::Deserializer::from_str(value.get());
-                    fields.api_cost = ApiCostSeed { chosen: None }
-                        .deserialize(&mut deserializer)
-                        .ok();
-                }
-            }
-        }
-        Ok(fields)
     }
 }
 
@@ -872,6 +979,59 @@ mod tests {
                 "{pointer}"
             );
         }
+    }
+
+    #[test]
+    fn skipped_values_may_hold_any_brackets_and_escapes() {
+        let body = br#"{"data": [{"name": "a \"quoted\" ] } [ text", "n": [1, {"x": "}"}]}], "rows": "\\", "success": false, "statusCode": 409, "apiCost": {"duration": 0.25}}"#;
+        let envelope = parse_envelope(body);
+        assert_eq!(envelope.success, Some(false));
+        assert_eq!(envelope.status_code, Some(409));
+        assert_eq!(envelope.server_time, ServerTime::Reported(250_000));
+    }
+
+    #[test]
+    fn broken_envelopes_are_not_json() {
+        for body in [
+            &b""[..],
+            b"[1, 2]",
+            b"{",
+            br#"{"data": [1, 2}"#,
+            br#"{"data": "unterminated}"#,
+            br#"{"a": 1 "b": 2}"#,
+            br#"{"a": 1,}"#,
+            br#"{"a": }"#,
+            br#"{"a" 1}"#,
+            br#"{"apiCost": {"duration": 0.1}} trailing"#,
+            br#"{"apiCost": {"duration": 0.1,}}"#,
+            br#"{"success": tru}"#,
+        ] {
+            assert_eq!(
+                parse_envelope(body).server_time,
+                ServerTime::Missing(MissingReason::NotJson),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn skipped_values_are_not_checked() {
+        // Only the envelope's own fields are parsed: a broken scalar inside
+        // `data` is stepped over, and the server time is still read.
+        let body = br#"{"data": [tru, 1.2.3], "apiCost": {"duration": 0.005}}"#;
+        assert_eq!(
+            parse_envelope(body).server_time,
+            ServerTime::Reported(5_000)
+        );
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded() {
+        let body = br#"{"api\u0043ost": {"duration": 0.003}, "succ\u0065ss": false}"#;
+        let envelope = parse_envelope(body);
+        assert_eq!(envelope.server_time, ServerTime::Reported(3_000));
+        assert_eq!(envelope.success, Some(false));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The HTTP client that carries the load, on hyper's connection API.
 //!
-//! Each virtual user owns one [`Connection`] to the target, as wrk and oha
-//! give each worker one socket. It is opened on the first request, kept
-//! alive, and opened again when the server closes it or a request on it
-//! fails. An HTTP/1.1 connection is driven inside the user's own task, so a
-//! response reaches the code that measures it without a hop through another
-//! task. TLS connections offer HTTP/2 and HTTP/1.1 by ALPN; plain ones speak
-//! HTTP/1.1.
+//! Connections are kept alive in a pool that all virtual users share. A
+//! request takes the most recently used idle connection, or opens a new one,
+//! and gives it back when its response is complete, so the number of open
+//! connections follows the number of requests in flight, not the number of
+//! users. A connection that fails is dropped. An HTTP/1.1 connection is
+//! driven inside the task of the user sending on it, so a response reaches
+//! the code that measures it without a hop through another task. TLS
+//! connections offer HTTP/2 and HTTP/1.1 by ALPN; plain ones speak HTTP/1.1.
 //!
 //! reqwest is built on the same hyper, but its pool, its per-request URL
 //! handling and its redirect policy cost more CPU per request than the whole
@@ -51,6 +52,8 @@ pub struct Client {
     request_timeout: Duration,
     max_body_bytes: usize,
     user_agent: HeaderValue,
+    /// Idle kept-alive connections, the most recently used last.
+    idle: std::sync::Mutex<Vec<Link>>,
 }
 
 /// Settings of a [`Client`] that do not come from the base URL.
@@ -200,6 +203,7 @@ impl Client {
             request_timeout: options.request_timeout,
             max_body_bytes: options.max_body_bytes,
             user_agent: HeaderValue::from_static(concat!("parallax/", env!("CARGO_PKG_VERSION"))),
+            idle: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -238,6 +242,18 @@ impl Client {
             origin_form,
             absolute_form,
         })
+    }
+
+    fn idle_connections(&self) -> std::sync::MutexGuard<'_, Vec<Link>> {
+        // The vector stays consistent even if a holder panicked.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Returns the number of idle connections in the pool.
+    pub fn idle_count(&self) -> usize {
+        self.idle_connections().len()
     }
 
     async fn connect(&self) -> Result<Link, Error> {
@@ -279,7 +295,8 @@ impl Client {
     }
 }
 
-/// One user's connection to the target.
+/// One user's access to the target: the connection its request is using,
+/// taken from the client's pool.
 pub struct Connection {
     client: Arc<Client>,
     link: Option<Link>,
@@ -313,13 +330,17 @@ impl Connection {
             self.link = None;
         }
         self.busy = true;
+        if self.link.is_none() {
+            self.link = self.client.idle_connections().pop();
+        }
         let timeout = self.client.request_timeout;
         let result = match tokio::time::timeout(timeout, self.follow(request)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout),
         };
-        if result.is_err() {
-            self.link = None;
+        match self.link.take() {
+            Some(link) if result.is_ok() => self.client.idle_connections().push(link),
+            _ => {}
         }
         self.busy = false;
         result

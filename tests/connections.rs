@@ -270,3 +270,25 @@ async fn empty_gzip_204_is_ok() {
         list.server_time_missing_by_reason
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_users_share_connections() {
+    let server = start(Behaviour::CloseAfter(u64::MAX)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 100 users, each sending once a second, starts spread over a second:
+    // about one request in flight at a time.
+    let scenario = ScenarioBuilder::new()
+        .requests(vec![request("list", "GET", "/api/items", 1)])
+        .load("[load]\nmodel = \"closed\"\nusers = 100\nduration_s = 2\nramp_up_s = 1\npacing_ms = 1000\n".into());
+    let plan = scenario.plan_in(dir.path());
+    let result = run_against(plan, &server.base_url).await;
+    let summary = Summary::new(&result);
+    common::assert_accounted(&summary);
+
+    let list = endpoint(&summary, "list");
+    assert!(list.ok >= 100, "{list:?}");
+    assert_eq!(list.ok, list.requests_intended);
+    // The logins run 64 at a time; the load then reuses those connections.
+    let connections = server.counts.connections.load(Ordering::Relaxed);
+    assert!(connections <= 70, "{connections} connections for 100 users");
+}
