@@ -2,9 +2,9 @@
 //!
 //! Connections are kept alive in a pool that all virtual users share. A
 //! request takes the most recently used idle connection, or opens a new one,
-//! and gives it back when its response is complete, so the number of open
-//! connections follows the number of requests in flight, not the number of
-//! users. A connection that fails is dropped. An HTTP/1.1 connection is
+//! and gives it back when its response is complete. The number of open
+//! connections therefore follows the number of requests in flight, not the
+//! number of users. A connection that fails is dropped. An HTTP/1.1 connection is
 //! driven inside the task of the user sending on it, so a response reaches
 //! the code that measures it without a hop through another task. TLS
 //! connections offer HTTP/2 and HTTP/1.1 by ALPN; plain ones speak HTTP/1.1.
@@ -303,7 +303,7 @@ pub struct Connection {
     /// Set while a request is under way: if its future is dropped (timeout,
     /// abort), the connection is left mid-exchange and must not be reused.
     busy: bool,
-    /// Why the last request was sent a second time, on a new connection.
+    /// The reason the last request was sent a second time, on a new connection.
     retried: Option<String>,
 }
 
@@ -361,8 +361,8 @@ impl Connection {
             if hop == MAX_REDIRECTS {
                 break;
             }
-            // As browsers do: 301, 302 and 303 turn the request into a GET
-            // without a body; 307 and 308 repeat it as it was.
+            // 301, 302 and 303 turn the request into a GET without a body,
+            // which RFC 9110 allows; 307 and 308 repeat it as it was.
             if matches!(response.status.as_u16(), 301..=303) && method != Method::HEAD {
                 method = Method::GET;
                 body = None;
@@ -405,11 +405,11 @@ impl Connection {
                 Err(failure) => failure,
             };
             // A kept-alive connection can close just as a request goes out.
-            // When the request never left, or the connection closed before a
-            // byte of the response and the request can be repeated safely
-            // (GET, HEAD, PUT, DELETE, OPTIONS), it is sent again, once, on
-            // a new connection, as browsers and Go's net/http do. The latency
-            // counts from the first send.
+            // The request is sent again, once, on a new connection when it
+            // never left. It is also sent again when the connection closed
+            // before a byte of the response and the request can be repeated
+            // safely (GET, HEAD, PUT, DELETE, OPTIONS). The latency counts
+            // from the first send.
             let retry = match &failure {
                 Failure::NotSent(_) => true,
                 Failure::Failed {
@@ -665,7 +665,7 @@ fn decode(response: RawResponse, limit: usize) -> Result<Response, Error> {
     };
     let coding = coding.unwrap_or_default();
     let mut decoded = Vec::new();
-    // One byte over the limit tells a body of exactly `limit` from a larger one.
+    // Reading one byte over the limit separates a body of exactly `limit` from a larger one.
     decoder
         .by_ref()
         .take(limit as u64 + 1)

@@ -18,7 +18,7 @@ const LOGIN_BODY: &str = r#"{"success":true,"statusCode":200,"message":"ok","dat
 const LIST_BODY: &str =
     r#"{"success":true,"statusCode":200,"message":"ok","data":[],"apiCost":{"duration":0.002}}"#;
 
-/// How the server answers `GET /api/items`.
+/// How the server responds to `GET /api/items`.
 #[derive(Clone, Copy)]
 enum Behaviour {
     /// Closes the connection, with no `Connection: close`, after every Nth response.
@@ -129,7 +129,7 @@ fn list_response(behaviour: Behaviour, number: u64, counts: &Counts) -> Vec<u8> 
     }
 }
 
-/// A list envelope of exactly `size` bytes, padded inside `message`.
+/// Builds a list envelope of exactly `size` bytes, padded inside `message`.
 fn padded(size: usize) -> Vec<u8> {
     let padding = size - LIST_BODY.len();
     LIST_BODY
@@ -180,11 +180,11 @@ async fn closed_keep_alive_connections_are_reopened() {
     assert!(list.ok >= 100, "{list:?}");
     assert_eq!(list.transport_errors, 0, "{:?}", summary.errors);
     assert_eq!(list.ok, received);
-    // A request that met a closing connection was sent again, and says so.
+    // A request that met a closing connection was sent again, and is listed as retried.
     for error in &summary.errors {
         assert_eq!(error.outcome, "retried", "{error:?}");
     }
-    // Each connection carried three responses, the first one a login.
+    // Each connection carried at most three responses, logins included.
     let connections = server.counts.connections.load(Ordering::Relaxed);
     assert!(
         connections * 3 >= received + 2,
