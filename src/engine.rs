@@ -477,8 +477,8 @@ async fn drive_load(
 }
 
 /// Raises the soft open-file limit toward the hard limit when `users`
-/// connections (one per user, plus a margin) would not fit, and returns a
-/// warning when they still do not.
+/// connections (at most one per user, plus a margin) would not fit, and
+/// returns a warning when they still do not.
 fn ensure_file_limit(users: usize) -> Option<String> {
     #[cfg(unix)]
     {

@@ -156,18 +156,29 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     if let Some(line) = failures(&summary.all) {
         let _ = writeln!(out, "\n{line}");
     }
-    for error in summary.errors.iter().take(5) {
+    let (retried, failed): (Vec<_>, Vec<_>) = summary
+        .errors
+        .iter()
+        .partition(|error| error.outcome == "retried");
+    for error in failed.iter().take(5) {
         let _ = writeln!(
             out,
             "  {} × {} {}: {}",
             error.count, error.endpoint, error.outcome, error.message
         );
     }
-    if summary.errors.len() > 5 {
+    if failed.len() > 5 {
         let _ = writeln!(
             out,
             "  … {} more kinds of error in summary.json",
-            summary.errors.len() - 5
+            failed.len() - 5
+        );
+    }
+    let retried_count: u64 = retried.iter().map(|error| error.count).sum();
+    if retried_count > 0 {
+        let _ = writeln!(
+            out,
+            "requests sent again after their kept-alive connection closed (not failures): {retried_count}"
         );
     }
     if let Some(line) = missing_server_time(&summary.all) {
