@@ -7,7 +7,9 @@
 //! the thread's timer slack lowered so the kernel does not delay the wake-up
 //! by its default 50 µs, and yields in a loop for the last stretch. That
 //! stretch follows how late the kernel's wake-ups have recently been, so a
-//! quiet machine spends little CPU on it and a busy one stays on time.
+//! quiet machine spends little CPU on it and a busy one stays on time. The
+//! caller can bound it, so that dense arrivals do not keep the thread
+//! yielding all the time.
 
 use std::time::{Duration, Instant};
 
@@ -43,9 +45,15 @@ impl Default for Waiter {
 }
 
 impl Waiter {
-    /// Blocks the thread until `deadline`. Returns false, early, when
-    /// `stopped()` turns true.
-    pub fn wait_until(&mut self, deadline: Instant, stopped: impl Fn() -> bool) -> bool {
+    /// Blocks the thread until `deadline`, yielding for at most `max_yield`
+    /// of the wait. Returns false, early, when `stopped()` turns true.
+    pub fn wait_until(
+        &mut self,
+        deadline: Instant,
+        max_yield: Duration,
+        stopped: impl Fn() -> bool,
+    ) -> bool {
+        let window = self.yield_window.min(max_yield);
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -55,8 +63,8 @@ impl Waiter {
                 return false;
             }
             let left = deadline - now;
-            if left > self.yield_window {
-                let nap = (left - self.yield_window).min(MAX_SLEEP);
+            if left > window {
+                let nap = (left - window).min(MAX_SLEEP);
                 std::thread::sleep(nap);
                 self.learn(now.elapsed().saturating_sub(nap));
             } else {
@@ -88,9 +96,11 @@ mod tests {
         use_precise_timers();
         let mut waiter = Waiter::default();
         for micros in [0, 30, 250, 1_500, 40, 3_000] {
-            let deadline = Instant::now() + Duration::from_micros(micros);
-            assert!(waiter.wait_until(deadline, || false));
-            assert!(Instant::now() >= deadline);
+            for max_yield in [Duration::ZERO, Duration::from_micros(20), Duration::MAX] {
+                let deadline = Instant::now() + Duration::from_micros(micros);
+                assert!(waiter.wait_until(deadline, max_yield, || false));
+                assert!(Instant::now() >= deadline);
+            }
         }
     }
 
@@ -98,7 +108,7 @@ mod tests {
     fn wait_until_stops_early() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let started = Instant::now();
-        assert!(!Waiter::default().wait_until(deadline, || true));
+        assert!(!Waiter::default().wait_until(deadline, Duration::MAX, || true));
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
