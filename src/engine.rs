@@ -370,7 +370,23 @@ async fn run_against(
         progress: options.progress,
         journal,
     };
-    let collector = tokio::spawn(collect(collector, collector_done.clone()));
+    // Once a second the collector merges every histogram and writes the
+    // journal, which takes milliseconds at high rates. It runs on a thread
+    // of its own so that this work does not hold up the users' tasks.
+    let (collected, collector_result) = tokio::sync::oneshot::channel();
+    let done = collector_done.clone();
+    std::thread::Builder::new()
+        .name("parallax-collect".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime with a timer builds");
+            let _ = collected.send(runtime.block_on(collect(collector, done)));
+        })
+        .expect("the operating system starts a thread");
+    // Stops the collector thread even when this future is dropped mid-run.
+    let _stop_collector = collector_done.clone().drop_guard();
 
     // Every user logs in before the load starts, so that a login storm does
     // not disturb the first seconds of the measured load.
@@ -401,7 +417,9 @@ async fn run_against(
 
     let elapsed = run_start.elapsed();
     collector_done.cancel();
-    let (totals, intervals, journal) = collector.await.expect("the collector task does not panic");
+    let (totals, intervals, journal) = collector_result
+        .await
+        .expect("the collector thread does not panic");
     if let Some(mut journal) = journal {
         if let Err(error) = journal.end(elapsed, load_elapsed, partial_reason.as_deref()) {
             eprintln!("warning: {error:#}");
