@@ -2,9 +2,9 @@
 //! reqwest doing the same work: one keep-alive connection, a GET with a
 //! Bearer token, the whole 245-byte envelope read.
 //!
-//! The server runs on a thread of its own; the clients run one after the
-//! other on the bench's main thread, whose CPU time (user and system, from
-//! `CLOCK_THREAD_CPUTIME_ID`) is what is reported. Run it with
+//! The server runs on a thread of its own. The clients run one after the
+//! other on the bench's main thread, and that thread's CPU time (user and
+//! system, from `CLOCK_THREAD_CPUTIME_ID`) is what is reported. Run it with
 //! `cargo bench --bench client_cost`; `REQUESTS=N` sets the requests per round.
 
 use std::convert::Infallible;

@@ -351,21 +351,12 @@ fn days_since_epoch(year: i64, month: u32, day: u32) -> i64 {
 /// and the member the server-time pointer names.
 #[derive(Default)]
 struct ApiCost<'a> {
-    shape: Shape,
+    /// `apiCost` is `null`, so a pointer into it finds a null.
+    is_null: bool,
     start: Option<&'a RawValue>,
     finish: Option<&'a RawValue>,
     /// The member (of an object) or element (of an array) the pointer names.
     chosen: Option<&'a RawValue>,
-}
-
-/// The kind of JSON value `apiCost` is.
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    #[default]
-    Object,
-    Array,
-    Null,
-    Scalar,
 }
 
 impl ApiCost<'_> {
@@ -385,14 +376,13 @@ impl ApiCost<'_> {
         Some((timestamp(self.start?)?, timestamp(self.finish?)?))
     }
 
-    /// Returns the value the pointer `/apiCost/<key>` leads to, as [`descend`] finds it.
+    /// Returns the value that the pointer `/apiCost/<key>` leads to, with
+    /// the same reasons as [`descend`] when there is none.
     fn chosen(&self) -> Result<&RawValue, MissingReason> {
-        match self.shape {
-            Shape::Null => Err(MissingReason::Null),
-            Shape::Object | Shape::Array | Shape::Scalar => {
-                self.chosen.ok_or(MissingReason::Absent)
-            }
+        if self.is_null {
+            return Err(MissingReason::Null);
         }
+        self.chosen.ok_or(MissingReason::Absent)
     }
 }
 
@@ -413,13 +403,6 @@ impl<'de> DeserializeSeed<'de> for ApiCostSeed<'_> {
     }
 }
 
-fn shaped<'de>(shape: Shape) -> ApiCost<'de> {
-    ApiCost {
-        shape,
-        ..ApiCost::default()
-    }
-}
-
 impl<'de> Visitor<'de> for ApiCostSeed<'_> {
     type Value = ApiCost<'de>;
 
@@ -428,7 +411,7 @@ impl<'de> Visitor<'de> for ApiCostSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = shaped(Shape::Object);
+        let mut fields = ApiCost::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let is_chosen = Some(key.as_ref()) == self.chosen;
             let slot = match key.as_ref() {
@@ -453,11 +436,11 @@ impl<'de> Visitor<'de> for ApiCostSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let wanted = self.chosen.and_then(array_index);
-        let mut fields = shaped(Shape::Array);
+        let chosen_index = self.chosen.and_then(array_index);
+        let mut fields = ApiCost::default();
         let mut index = 0;
         loop {
-            if Some(index) == wanted {
+            if Some(index) == chosen_index {
                 match seq.next_element::<&'de RawValue>()? {
                     Some(value) => fields.chosen = Some(value),
                     None => break,
@@ -471,27 +454,30 @@ impl<'de> Visitor<'de> for ApiCostSeed<'_> {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(shaped(Shape::Null))
+        Ok(ApiCost {
+            is_null: true,
+            ..ApiCost::default()
+        })
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(shaped(Shape::Scalar))
+        Ok(ApiCost::default())
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(shaped(Shape::Scalar))
+        Ok(ApiCost::default())
     }
 
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(shaped(Shape::Scalar))
+        Ok(ApiCost::default())
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(shaped(Shape::Scalar))
+        Ok(ApiCost::default())
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(shaped(Shape::Scalar))
+        Ok(ApiCost::default())
     }
 }
 
@@ -521,10 +507,10 @@ struct TopLevel<'a> {
 }
 
 /// Reads the top-level object of a body. The values parallax keeps are
-/// parsed, and so checked, by serde_json; every other value (`data`, `rows`,
-/// anything unknown) is only stepped over: its brackets must balance and its
-/// strings must end, but its contents are not checked. Skipping that way
-/// costs a few instructions per byte, where parsing costs several times more.
+/// parsed, and so checked, by serde_json. Every other value (`data`, `rows`,
+/// anything unknown) is only stepped over, which costs less than parsing it:
+/// its brackets must balance and its strings must end, but its contents are
+/// not checked.
 fn top_level<'a>(
     body: &'a [u8],
     head: Option<&str>,
@@ -585,7 +571,7 @@ fn top_level<'a>(
     }
 }
 
-/// A position in a JSON body, for [`top_level`].
+/// The read position in a JSON body, for [`top_level`].
 struct Scanner<'a> {
     body: &'a [u8],
     at: usize,

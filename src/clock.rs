@@ -76,8 +76,8 @@ impl Waiter {
     /// Widens the window at once to twice a late wake-up (plus 5 µs), and
     /// narrows it by 1 % per sleep otherwise, within the bounds.
     fn learn(&mut self, late: Duration) {
-        let wanted = late * 2 + Duration::from_micros(5);
-        self.yield_window = wanted
+        let window = late * 2 + Duration::from_micros(5);
+        self.yield_window = window
             .max(self.yield_window.mul_f64(0.99))
             .clamp(MIN_YIELD_WINDOW, MAX_YIELD_WINDOW);
     }

@@ -276,8 +276,9 @@ pub fn endpoint_list(plan: &Plan) -> Vec<EndpointInfo> {
     std::iter::once(login).chain(requests).collect()
 }
 
-/// The client every user connects through. It goes straight to the target:
-/// a load test measures the target, never a proxy named in the environment.
+/// Builds the client every user connects through. It goes straight to the
+/// target, because a load test measures the target and not a proxy named in
+/// the environment.
 fn build_client(plan: &Plan, base_url: &str) -> Result<Arc<Client>, SetupError> {
     if plan.insecure_skip_tls_verify {
         eprintln!("WARNING: TLS certificate verification is OFF (target.insecure_skip_tls_verify = true): any server can pose as the target and read the credentials");
@@ -371,8 +372,8 @@ async fn run_against(
         journal,
     };
     // Once a second the collector merges every histogram and writes the
-    // journal, which takes milliseconds at high rates. It runs on a thread
-    // of its own so that this work does not hold up the users' tasks.
+    // journal. It runs on a thread of its own, so that this work does not
+    // hold up the users' tasks and delay the requests they send.
     let (collected, collector_result) = tokio::sync::oneshot::channel();
     let done = collector_done.clone();
     std::thread::Builder::new()

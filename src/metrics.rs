@@ -877,13 +877,13 @@ impl Percentiles {
     }
 }
 
-/// The most kinds of error an [`ErrorLog`] keeps.
+/// The maximum number of error kinds an [`ErrorLog`] keeps.
 pub const MAX_ERROR_KINDS: usize = 20;
 
 /// Requests that got no response (timeouts, connection and transport
-/// errors) by endpoint, class and message, so that the reports say why
-/// they failed and not only how often, and the requests sent a second time
-/// because a kept-alive connection closed under them. Messages come from
+/// errors) by endpoint, class and message, so that the reports show why
+/// they failed and not only how often. It also counts the requests sent a
+/// second time because a kept-alive connection closed under them. Messages come from
 /// the HTTP client and name causes, never request or response content.
 #[derive(Debug, Default)]
 pub struct ErrorLog {
@@ -899,7 +899,7 @@ pub struct ErrorKind {
     pub count: u64,
 }
 
-/// What happened to a request an [`ErrorLog`] counts.
+/// The kind of event an [`ErrorLog`] counts for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     Timeout,
@@ -911,7 +911,8 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// The class of a request's outcome; any other failure is a transport error.
+    /// Returns the class of a request's outcome. Any failure other than a
+    /// timeout or a connection error is a transport error.
     pub fn of(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Timeout => ErrorClass::Timeout,

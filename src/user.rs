@@ -48,7 +48,7 @@ pub struct Shared {
     /// Seconds east of UTC of the zone `apiCost.start` and `finish` are written in.
     server_clock_utc_offset_s: i64,
     login_limiter: Option<DirectLimiter>,
-    /// Why requests got no response, for the reports.
+    /// Reasons requests got no response, for the reports.
     pub errors: ErrorLog,
     /// `METHOD path` of each endpoint, login first, for messages.
     labels: Vec<String>,

@@ -193,7 +193,7 @@ async fn closed_keep_alive_connections_are_reopened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_over_the_limit_are_transport_errors() {
+async fn body_over_limit_fails() {
     let server = start(Behaviour::LargeBody(20_000)).await;
     let summary = run(&server, "[response]\nmax_body_mib = 0.01\n").await;
 
@@ -215,7 +215,7 @@ async fn bodies_over_the_limit_are_transport_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decoded_bodies_over_the_limit_are_transport_errors() {
+async fn decoded_body_over_limit_fails() {
     let server = start(Behaviour::GzipBomb(200_000)).await;
     let summary = run(&server, "[response]\nmax_body_mib = 0.1\n").await;
 
@@ -232,7 +232,7 @@ async fn decoded_bodies_over_the_limit_are_transport_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn empty_gzip_401_still_triggers_a_login() {
+async fn empty_gzip_401_triggers_login() {
     let server = start(Behaviour::EmptyGzip(5, 401)).await;
     let summary = run(&server, "").await;
 
@@ -288,7 +288,7 @@ async fn idle_users_share_connections() {
     let list = endpoint(&summary, "list");
     assert!(list.ok >= 100, "{list:?}");
     assert_eq!(list.ok, list.requests_intended);
-    // The logins run 64 at a time; the load then reuses those connections.
+    // The logins run 64 at a time, and the load then reuses those connections.
     let connections = server.counts.connections.load(Ordering::Relaxed);
     assert!(connections <= 70, "{connections} connections for 100 users");
 }
