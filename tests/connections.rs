@@ -1,6 +1,7 @@
 //! Connection handling against a hand-written HTTP/1.1 server on a loopback
 //! port: keep-alive connections the server closes without warning, bodies
-//! over the size limit, and empty bodies that still name a content coding.
+//! over the size limit, empty bodies that still name a content coding, and
+//! the ways HTTP/1.1 lets a server frame a response.
 
 mod common;
 
@@ -30,6 +31,35 @@ enum Behaviour {
     /// Every Nth response is an empty body with `Content-Encoding: gzip`
     /// and this status.
     EmptyGzip(u64, u16),
+    /// Frames every list response this way.
+    Wire(Wire),
+}
+
+/// A way to frame a response on the wire.
+#[derive(Clone, Copy, Debug)]
+enum Wire {
+    /// `Transfer-Encoding: chunked`, in three chunks, one with an
+    /// extension, and a trailer field.
+    Chunked,
+    /// No length: the body ends when the server closes the connection.
+    UntilClose,
+    /// `Connection: close` with a `Content-Length`; the server then closes.
+    ConnectionClose,
+    /// An HTTP/1.0 response without keep-alive; the server then closes.
+    Http10,
+    /// A `100 Continue` interim response before the real one.
+    Continue,
+    /// The response written a few bytes at a time, with pauses.
+    Trickled,
+}
+
+impl Wire {
+    fn closes(self) -> bool {
+        matches!(
+            self,
+            Wire::UntilClose | Wire::ConnectionClose | Wire::Http10
+        )
+    }
 }
 
 #[derive(Default)]
@@ -97,14 +127,24 @@ async fn serve(stream: TcpStream, behaviour: Behaviour, counts: Arc<Counts>) {
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
-        let response = if head[0].starts_with("POST /api/auth/login ") {
+        let is_login = head[0].starts_with("POST /api/auth/login ");
+        let response = if is_login {
             counts.logins.fetch_add(1, Ordering::Relaxed);
             plain(200, LOGIN_BODY.as_bytes(), None)
         } else {
             let number = counts.lists.fetch_add(1, Ordering::Relaxed) + 1;
             list_response(behaviour, number, &counts)
         };
-        if stream.get_mut().write_all(&response).await.is_err() {
+        let written = match behaviour {
+            Behaviour::Wire(Wire::Trickled) if !is_login => {
+                trickle(stream.get_mut(), &response).await
+            }
+            _ => stream.get_mut().write_all(&response).await,
+        };
+        if written.is_err() {
+            return;
+        }
+        if matches!(behaviour, Behaviour::Wire(wire) if wire.closes() && !is_login) {
             return;
         }
         served += 1;
@@ -126,7 +166,56 @@ fn list_response(behaviour: Behaviour, number: u64, counts: &Counts) -> Vec<u8> 
             plain(status, b"", Some("gzip"))
         }
         Behaviour::EmptyGzip(..) => plain(200, LIST_BODY.as_bytes(), None),
+        Behaviour::Wire(wire) => framed(wire, LIST_BODY.as_bytes()),
     }
+}
+
+fn framed(wire: Wire, body: &[u8]) -> Vec<u8> {
+    let head = |text: &str| text.as_bytes().to_vec();
+    let mut response = match wire {
+        Wire::Chunked => {
+            let (first, rest) = body.split_at(10);
+            let (second, third) = rest.split_at(rest.len() / 2);
+            let mut response = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+            for (index, chunk) in [first, second, third].into_iter().enumerate() {
+                let extension = if index == 1 { ";note=\"x\"" } else { "" };
+                response.extend_from_slice(format!("{:X}{extension}\r\n", chunk.len()).as_bytes());
+                response.extend_from_slice(chunk);
+                response.extend_from_slice(b"\r\n");
+            }
+            response.extend_from_slice(b"0\r\nx-checksum: none\r\n\r\n");
+            return response;
+        }
+        Wire::UntilClose => head("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n"),
+        Wire::ConnectionClose => head(&format!(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )),
+        Wire::Http10 => head(&format!(
+            "HTTP/1.0 200 OK\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )),
+        Wire::Continue => {
+            let mut response = head("HTTP/1.1 100 Continue\r\n\r\n");
+            response.extend_from_slice(&plain(200, body, None));
+            return response;
+        }
+        Wire::Trickled => return plain(200, body, None),
+    };
+    response.extend_from_slice(body);
+    response
+}
+
+/// Writes `response` 7 bytes at a time, pausing after every fifth piece.
+async fn trickle(stream: &mut TcpStream, response: &[u8]) -> std::io::Result<()> {
+    for (index, piece) in response.chunks(7).enumerate() {
+        stream.write_all(piece).await?;
+        stream.flush().await?;
+        if index % 5 == 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Builds a list envelope of exactly `size` bytes, padded inside `message`.
@@ -291,4 +380,44 @@ async fn idle_users_share_connections() {
     // The logins run 64 at a time, and the load then reuses those connections.
     let connections = server.counts.connections.load(Ordering::Relaxed);
     assert!(connections <= 70, "{connections} connections for 100 users");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_framing_is_read_whole() {
+    for wire in [
+        Wire::Chunked,
+        Wire::UntilClose,
+        Wire::ConnectionClose,
+        Wire::Http10,
+        Wire::Continue,
+        Wire::Trickled,
+    ] {
+        let server = start(Behaviour::Wire(wire)).await;
+        let summary = run(&server, "").await;
+
+        let list = endpoint(&summary, "list");
+        let received = server.counts.lists.load(Ordering::Relaxed);
+        assert!(list.ok >= 20, "{wire:?}: {list:?}");
+        assert_eq!(
+            list.ok, list.requests_sent,
+            "{wire:?}: {:?}",
+            summary.errors
+        );
+        assert_eq!(list.ok, received, "{wire:?}");
+        // The body arrived whole: its apiCost.duration of 2 ms was read.
+        assert_eq!(list.server_time_missing, 0, "{wire:?}");
+        assert_eq!(list.server_ms.count, list.ok, "{wire:?}");
+        let p50 = list.server_ms.p50_ms.unwrap();
+        assert!((p50 - 2.0).abs() < 0.01, "{wire:?}: {p50}");
+        let connections = server.counts.connections.load(Ordering::Relaxed);
+        if wire.closes() {
+            // Logins share their connections with the first requests.
+            assert!(
+                connections >= received,
+                "{wire:?}: {connections} for {received}"
+            );
+        } else {
+            assert!(connections <= 4, "{wire:?}: {connections} for {received}");
+        }
+    }
 }

@@ -14,7 +14,6 @@
 //! of this client in `benches/client_cost.rs`, which measures both clients on
 //! the same requests.
 
-use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,11 +23,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HOST, LOCATION, USER_AGENT,
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, USER_AGENT,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,6 +35,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::metrics::Outcome;
+
+mod http1;
+
+use http1::Http1;
 
 /// Redirects followed for one request before it fails as a transport error.
 pub const MAX_REDIRECTS: u32 = 10;
@@ -267,7 +270,7 @@ impl Client {
             // Requests are small and written whole: waiting to coalesce them only adds latency.
             let _ = stream.set_nodelay(true);
             let Some(config) = &self.tls else {
-                return handshake_http1(Stream::Plain(stream)).await;
+                return Ok(Link::Http1(Http1::new(Stream::Plain(stream))));
             };
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
             let stream = connector
@@ -282,7 +285,7 @@ impl Client {
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 handshake_http2(Stream::Tls(Box::new(stream))).await
             } else {
-                handshake_http1(Stream::Tls(Box::new(stream))).await
+                Ok(Link::Http1(Http1::new(Stream::Tls(Box::new(stream)))))
             }
         };
         match tokio::time::timeout(self.connect_timeout, connecting).await {
@@ -339,7 +342,9 @@ impl Connection {
             Err(_) => Err(Error::Timeout),
         };
         match self.link.take() {
-            Some(link) if result.is_ok() => self.client.idle_connections().push(link),
+            Some(link) if result.is_ok() && link.is_reusable() => {
+                self.client.idle_connections().push(link)
+            }
             _ => {}
         }
         self.busy = false;
@@ -399,8 +404,29 @@ impl Connection {
                 Some(link) => link,
                 None => self.link.insert(self.client.connect().await?),
             };
-            let request = build_request(&self.client, link, method, resource, authorization, body);
-            let failure = match link.exchange(request, limit).await {
+            let exchanged = match link {
+                Link::Http1(connection) => {
+                    let outgoing = http1::Outgoing {
+                        method,
+                        target: resource
+                            .origin_form
+                            .path_and_query()
+                            .map_or("/", |target| target.as_str()),
+                        host: &self.client.origin.host_header,
+                        user_agent: &self.client.user_agent,
+                        accept_encoding: ACCEPTED_ENCODINGS,
+                        authorization,
+                        body,
+                    };
+                    connection.exchange(&outgoing, limit).await
+                }
+                Link::Http2 { sender } => {
+                    let request =
+                        build_request(&self.client, method, resource, authorization, body);
+                    exchange_http2(sender, request, limit).await
+                }
+            };
+            let failure = match exchanged {
                 Ok(response) => return decode(response, limit),
                 Err(failure) => failure,
             };
@@ -429,29 +455,20 @@ impl Connection {
     }
 }
 
+/// An HTTP/2 request; hyper derives `:authority` from the absolute URI.
 fn build_request(
     client: &Client,
-    link: &Link,
     method: &Method,
     resource: &Resource,
     authorization: Option<&HeaderValue>,
     body: Option<&Bytes>,
 ) -> http::Request<Full<Bytes>> {
-    let uri = match link {
-        Link::Http1 { .. } => resource.origin_form.clone(),
-        Link::Http2 { .. } => resource.absolute_form.clone(),
-    };
     let mut request = http::Request::new(Full::new(body.cloned().unwrap_or_default()));
     *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    if matches!(link, Link::Http2 { .. }) {
-        *request.version_mut() = http::Version::HTTP_2;
-    }
+    *request.uri_mut() = resource.absolute_form.clone();
+    *request.version_mut() = http::Version::HTTP_2;
     let headers = request.headers_mut();
-    headers.reserve(6);
-    if matches!(link, Link::Http1 { .. }) {
-        headers.insert(HOST, client.origin.host_header.clone());
-    }
+    headers.reserve(4);
     headers.insert(USER_AGENT, client.user_agent.clone());
     headers.insert(
         ACCEPT_ENCODING,
@@ -466,16 +483,9 @@ fn build_request(
     request
 }
 
-type Http1Driver = http1::Connection<TokioIo<Stream>, Full<Bytes>>;
-
 /// An open connection and its protocol.
 enum Link {
-    Http1 {
-        sender: http1::SendRequest<Full<Bytes>>,
-        /// Reads and writes the socket while a request waits; `None` once the
-        /// connection has closed.
-        driver: Option<Pin<Box<Http1Driver>>>,
-    },
+    Http1(Http1),
     /// HTTP/2 multiplexes and replies to pings, so a task of its own drives it.
     Http2 {
         sender: http2::SendRequest<Full<Bytes>>,
@@ -530,101 +540,42 @@ impl Failure {
 
 /// A response with its whole body, not yet decoded.
 struct RawResponse {
-    parts: http::response::Parts,
+    status: StatusCode,
+    headers: HeaderMap,
     body: Bytes,
 }
 
 impl Link {
-    async fn exchange(
-        &mut self,
-        request: http::Request<Full<Bytes>>,
-        limit: usize,
-    ) -> Result<RawResponse, Failure> {
+    fn is_reusable(&self) -> bool {
         match self {
-            Link::Http1 { sender, driver } => {
-                // Let the driver read what arrived while the connection was
-                // idle, so that a close the server sent is seen before a new
-                // request is written to the socket.
-                std::future::poll_fn(|cx| {
-                    if let Some(running) = driver {
-                        if running.as_mut().poll(cx).is_ready() {
-                            *driver = None;
-                        }
-                    }
-                    Poll::Ready(())
-                })
-                .await;
-                if driver.is_none() {
-                    return Err(Failure::NotSent("the connection is closed".into()));
-                }
-                driven(driver, sender.ready())
-                    .await
-                    .map_err(|error| Failure::NotSent(describe(&error)))?;
-                let response = driven(driver, sender.try_send_request(request))
-                    .await
-                    .map_err(Failure::of_send)?;
-                let (parts, body) = response.into_parts();
-                let body = driven(driver, Limited::new(body, limit).collect())
-                    .await
-                    .map_err(|error| Failure::of_body(error, limit))?;
-                Ok(RawResponse {
-                    parts,
-                    body: body.to_bytes(),
-                })
-            }
-            Link::Http2 { sender } => {
-                sender
-                    .ready()
-                    .await
-                    .map_err(|error| Failure::NotSent(describe(&error)))?;
-                let response = sender
-                    .try_send_request(request)
-                    .await
-                    .map_err(Failure::of_send)?;
-                let (parts, body) = response.into_parts();
-                let body = Limited::new(body, limit)
-                    .collect()
-                    .await
-                    .map_err(|error| Failure::of_body(error, limit))?;
-                Ok(RawResponse {
-                    parts,
-                    body: body.to_bytes(),
-                })
-            }
+            Link::Http1(connection) => connection.is_reusable(),
+            Link::Http2 { .. } => true,
         }
     }
 }
 
-/// Runs `work` while polling the connection's driver, which moves the bytes
-/// `work` waits for. `work` is polled again right after the driver, so that
-/// a request it queued is written, and a response it read is taken, in the
-/// same wake-up. A driver that ends is dropped: that closes the connection
-/// and fails any request still waiting on it.
-async fn driven<T>(driver: &mut Option<Pin<Box<Http1Driver>>>, work: impl Future<Output = T>) -> T {
-    let mut work = std::pin::pin!(work);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = work.as_mut().poll(cx) {
-            return Poll::Ready(output);
-        }
-        let Some(running) = driver else {
-            return Poll::Pending;
-        };
-        if running.as_mut().poll(cx).is_ready() {
-            *driver = None;
-        }
-        work.as_mut().poll(cx)
-    })
-    .await
-}
-
-async fn handshake_http1(stream: Stream) -> Result<Link, Error> {
-    let (sender, driver) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+async fn exchange_http2(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+    limit: usize,
+) -> Result<RawResponse, Failure> {
+    sender
+        .ready()
         .await
-        .map_err(|error| Error::Connect(describe(&error)))?;
-    Ok(Link::Http1 {
-        sender,
-        driver: Some(Box::pin(driver)),
+        .map_err(|error| Failure::NotSent(describe(&error)))?;
+    let response = sender
+        .try_send_request(request)
+        .await
+        .map_err(Failure::of_send)?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|error| Failure::of_body(error, limit))?;
+    Ok(RawResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.to_bytes(),
     })
 }
 
@@ -644,25 +595,28 @@ async fn handshake_http2(stream: Stream) -> Result<Link, Error> {
 /// A body in any other coding, and an empty body (a HEAD, a 204), is kept
 /// as sent.
 fn decode(response: RawResponse, limit: usize) -> Result<Response, Error> {
-    let RawResponse { parts, body } = response;
-    let coding = parts
-        .headers
+    let RawResponse {
+        status,
+        headers,
+        body,
+    } = response;
+    let coding = headers
         .get(CONTENT_ENCODING)
         .and_then(|value| value.to_str().ok())
         .map(|value| value.trim().to_ascii_lowercase());
-    let as_sent = |parts: http::response::Parts, body: Bytes| Response {
-        status: parts.status,
-        headers: parts.headers,
+    let as_sent = |headers: HeaderMap, body: Bytes| Response {
+        status,
+        headers,
         body,
     };
     if body.is_empty() {
-        return Ok(as_sent(parts, body));
+        return Ok(as_sent(headers, body));
     }
     let mut decoder: Box<dyn Read + '_> = match coding.as_deref() {
         Some("gzip" | "x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
         Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
         Some("br") => Box::new(brotli_decompressor::Decompressor::new(&body[..], 4096)),
-        _ => return Ok(as_sent(parts, body)),
+        _ => return Ok(as_sent(headers, body)),
     };
     let coding = coding.unwrap_or_default();
     let mut decoded = Vec::new();
@@ -679,7 +633,7 @@ fn decode(response: RawResponse, limit: usize) -> Result<Response, Error> {
             "the {coding} response body decodes to more than {limit} bytes (response.max_body_mib)"
         )));
     }
-    Ok(as_sent(parts, Bytes::from(decoded)))
+    Ok(as_sent(headers, Bytes::from(decoded)))
 }
 
 /// Tells whether the connection closed or was reset before a response
@@ -925,12 +879,11 @@ mod tests {
     }
 
     fn raw(coding: &str, body: Vec<u8>) -> RawResponse {
-        let mut response = http::Response::new(());
-        response
-            .headers_mut()
-            .insert(CONTENT_ENCODING, HeaderValue::from_str(coding).unwrap());
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_str(coding).unwrap());
         RawResponse {
-            parts: response.into_parts().0,
+            status: StatusCode::OK,
+            headers,
             body: Bytes::from(body),
         }
     }
