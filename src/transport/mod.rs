@@ -402,7 +402,9 @@ impl Connection {
         loop {
             let link = match &mut self.link {
                 Some(link) => link,
-                None => self.link.insert(self.client.connect().await?),
+                // Boxed, like the HTTP/2 exchange below: their futures are
+                // large, and would otherwise be copied with every request's.
+                None => self.link.insert(Box::pin(self.client.connect()).await?),
             };
             let exchanged = match link {
                 Link::Http1(connection) => {
@@ -423,7 +425,7 @@ impl Connection {
                 Link::Http2 { sender } => {
                     let request =
                         build_request(&self.client, method, resource, authorization, body);
-                    exchange_http2(sender, request, limit).await
+                    Box::pin(exchange_http2(sender, request, limit)).await
                 }
             };
             let failure = match exchanged {
