@@ -643,52 +643,135 @@ impl<'a> Scanner<'a> {
     fn skip_value(&mut self) -> Result<(), ()> {
         match self.take()? {
             b'"' => self.skip_string_rest().map(|_| ()),
-            b'{' | b'[' => {
-                let mut depth = 1_usize;
-                while depth > 0 {
-                    match self.take()? {
-                        b'"' => {
-                            self.skip_string_rest()?;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => depth -= 1,
-                        _ => {}
-                    }
-                }
-                Ok(())
-            }
+            b'{' | b'[' => self.skip_nested_rest(),
             b',' | b'}' | b']' | b':' => Err(()),
             _ => {
-                while let Some(byte) = self.body.get(self.at) {
-                    if matches!(byte, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                        break;
-                    }
-                    self.at += 1;
-                }
+                let rest = &self.body[self.at..];
+                self.at += find_class(rest, SCALAR_END).unwrap_or(rest.len());
                 Ok(())
             }
         }
     }
 
+    /// Steps past the rest of an object or array whose opening bracket was
+    /// taken. Only quotes and brackets change the depth, so each string is
+    /// stepped over as a whole. A closing bracket of either kind closes an
+    /// opening one of either kind.
+    fn skip_nested_rest(&mut self) -> Result<(), ()> {
+        let body = self.body;
+        let mut at = self.at;
+        let mut depth = 1_usize;
+        while let Some(&byte) = body.get(at) {
+            at += 1;
+            if BYTE_CLASSES[usize::from(byte)] & QUOTE_OR_BRACKET == 0 {
+                continue;
+            }
+            match byte {
+                b'"' => at = string_end(body, at)?.0,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.at = at;
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(())
+    }
+
     /// Steps past the rest of a string whose opening quote was taken; true
     /// when it contains escapes.
     fn skip_string_rest(&mut self) -> Result<bool, ()> {
-        let mut escaped = false;
-        loop {
-            let rest = &self.body[self.at..];
-            let found = rest
-                .iter()
-                .position(|&byte| byte == b'"' || byte == b'\\')
-                .ok_or(())?;
-            self.at += found + 1;
-            if rest[found] == b'"' {
-                return Ok(escaped);
-            }
-            escaped = true;
-            // The escaped character, a quote or a backslash among them.
-            self.take()?;
-        }
+        let (end, escaped) = string_end(self.body, self.at)?;
+        self.at = end;
+        Ok(escaped)
     }
+}
+
+/// Finds the closing quote of the string whose contents start at `at`.
+/// Returns the index just past it and whether the string contains escapes.
+#[inline(always)]
+fn string_end(body: &[u8], mut at: usize) -> Result<(usize, bool), ()> {
+    let mut escaped = false;
+    loop {
+        at = find_quote_or_backslash(body, at).ok_or(())?;
+        let byte = body[at];
+        at += 1;
+        if byte == b'"' {
+            return Ok((at, escaped));
+        }
+        escaped = true;
+        // The escaped character, a quote or a backslash among them.
+        if at == body.len() {
+            return Err(());
+        }
+        at += 1;
+    }
+}
+
+/// Finds the first quote or backslash in `body` from `at` on. Tests eight
+/// bytes at once as one `u64`, and the last bytes, fewer than eight, one at
+/// a time.
+#[inline(always)]
+fn find_quote_or_backslash(body: &[u8], mut at: usize) -> Option<usize> {
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    while let Some(&word) = body.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(word);
+        let hits = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = find_class(body.get(at..)?, STRING_STOP)?;
+    Some(at + tail)
+}
+
+/// Sets the high bit of each zero byte of `word` and clears every other bit.
+/// The addition carries no bit from one byte into the next, so the result is
+/// exact for every byte, whatever its neighbours contain.
+fn zero_bytes(word: u64) -> u64 {
+    const LOW_BITS: u64 = u64::from_ne_bytes([0x7F; 8]);
+    !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS)
+}
+
+/// The [`BYTE_CLASSES`] bit of the quote and the four brackets, the only
+/// bytes that matter inside an object or array that [`Scanner`] steps over.
+const QUOTE_OR_BRACKET: u8 = 1;
+/// The [`BYTE_CLASSES`] bit of the quote and the backslash, which end a
+/// string or start an escape in it.
+const STRING_STOP: u8 = 2;
+/// The [`BYTE_CLASSES`] bit of the bytes that end a scalar: a comma, a closing
+/// bracket and whitespace.
+const SCALAR_END: u8 = 4;
+
+/// Class bits of every byte value, so that a scan tests one table entry per
+/// byte instead of comparing the byte with each one it looks for.
+static BYTE_CLASSES: [u8; 256] = {
+    let mut classes = [0_u8; 256];
+    classes[b'"' as usize] = QUOTE_OR_BRACKET | STRING_STOP;
+    classes[b'{' as usize] = QUOTE_OR_BRACKET;
+    classes[b'[' as usize] = QUOTE_OR_BRACKET;
+    classes[b'}' as usize] = QUOTE_OR_BRACKET | SCALAR_END;
+    classes[b']' as usize] = QUOTE_OR_BRACKET | SCALAR_END;
+    classes[b'\\' as usize] = STRING_STOP;
+    classes[b',' as usize] = SCALAR_END;
+    classes[b' ' as usize] = SCALAR_END;
+    classes[b'\t' as usize] = SCALAR_END;
+    classes[b'\n' as usize] = SCALAR_END;
+    classes[b'\r' as usize] = SCALAR_END;
+    classes
+};
+
+/// Finds the first byte of `bytes` that is in `class`.
+fn find_class(bytes: &[u8], class: u8) -> Option<usize> {
+    bytes
+        .iter()
+        .position(|&byte| BYTE_CLASSES[usize::from(byte)] & class != 0)
 }
 
 /// A map key, borrowed from the body unless it contains escapes.
@@ -1010,6 +1093,182 @@ mod tests {
             parse_envelope(body).server_time,
             ServerTime::Reported(5_000)
         );
+    }
+
+    /// Steps over one value one byte at a time, as a reference for
+    /// [`Scanner::skip_value`]. The scanner must accept and reject the same
+    /// inputs, and stop at the same position after the value.
+    fn skip_byte_by_byte(body: &[u8], mut at: usize) -> Result<usize, ()> {
+        fn take(body: &[u8], at: &mut usize) -> Result<u8, ()> {
+            let byte = *body.get(*at).ok_or(())?;
+            *at += 1;
+            Ok(byte)
+        }
+        fn string_rest(body: &[u8], at: &mut usize) -> Result<(), ()> {
+            loop {
+                match take(body, at)? {
+                    b'"' => return Ok(()),
+                    b'\\' => {
+                        take(body, at)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match take(body, &mut at)? {
+            b'"' => string_rest(body, &mut at)?,
+            b'{' | b'[' => {
+                let mut depth = 1_usize;
+                while depth > 0 {
+                    match take(body, &mut at)? {
+                        b'"' => string_rest(body, &mut at)?,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                }
+            }
+            b',' | b'}' | b']' | b':' => return Err(()),
+            _ => {
+                while let Some(byte) = body.get(at) {
+                    if matches!(byte, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    at += 1;
+                }
+            }
+        }
+        Ok(at)
+    }
+
+    fn skip(body: &[u8]) -> Result<usize, ()> {
+        let mut scan = Scanner { body, at: 0 };
+        scan.skip_value().map(|()| scan.at)
+    }
+
+    #[test]
+    fn skipped_strings_end_at_the_unescaped_quote() {
+        for (value, len) in [
+            (&br#""a\\" ]"#[..], 5),
+            (br#""\"" ]"#, 4),
+            (br#""\\\"" ]"#, 6),
+            (br#""\\\\" ]"#, 6),
+            (br#""long text \\" ]"#, 14),
+            (br#""long text \" still" ]"#, 20),
+            (br#""0123456\\" ]"#, 11),
+            (br#""01234567\"89" ]"#, 14),
+            (br#""0123456789abcde\\" ]"#, 19),
+            (br#""] } [ {" ]"#, 9),
+            (br#"["a\\", "\"]", "\\\"[", ["}"]] ,"#, 30),
+            (br#"{"k\"}": "v\\", "n": {"]": "[\\"}} ,"#, 34),
+        ] {
+            let text = String::from_utf8_lossy(value);
+            assert_eq!(skip(value), Ok(len), "{text}");
+            assert_eq!(skip_byte_by_byte(value, 0), Ok(len), "{text}");
+        }
+    }
+
+    #[test]
+    fn skipped_string_every_byte_value() {
+        // Each byte value at each offset within the first words of a string,
+        // beside bytes that differ from a quote or backslash in the high bit
+        // only.
+        for byte in 0..=u8::MAX {
+            for offset in 0..20 {
+                let mut value = b"\"".to_vec();
+                value.extend((0..offset).map(|i| [0xA2, 0xDC, b'x'][i % 3]));
+                value.push(byte);
+                value.extend_from_slice(b"0123456789\"  0123456789\"");
+                let expected = skip_byte_by_byte(&value, 0);
+                assert_eq!(skip(&value), expected, "byte {byte} at {offset}");
+                for end in 0..value.len() {
+                    assert_eq!(
+                        skip(&value[..end]),
+                        skip_byte_by_byte(&value[..end], 0),
+                        "byte {byte} at {offset}, cut at {end}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_must_balance() {
+        let depth = 10_000;
+        let nested = format!("{}\"x\"{}", "[{\"a\":".repeat(depth), "}]".repeat(depth));
+        let body = format!(r#"{{"data": {nested}, "apiCost": {{"duration": 0.004}}}}"#);
+        assert_eq!(
+            parse_envelope(body.as_bytes()).server_time,
+            ServerTime::Reported(4_000)
+        );
+        let unbalanced = body.replacen("}]", "}", 1);
+        assert_eq!(
+            parse_envelope(unbalanced.as_bytes()).server_time,
+            ServerTime::Missing(MissingReason::NotJson)
+        );
+    }
+
+    #[test]
+    fn truncated_envelope_is_not_json() {
+        let body = br#"{"message": "a \"quoted\" } text \\", "data": [{"name": "Item \\\"1\\\"", "tags": ["[", "]", "{\\"], "n": [1, 2.5, {"x": "}"}]}, "0123456789abcdefghij\\"], "rows": 1, "success": true, "statusCode": 200, "apiCost": {"duration": 0.002}}"#;
+        let envelope = parse_envelope(body);
+        assert_eq!(envelope.success, Some(true));
+        assert_eq!(envelope.status_code, Some(200));
+        assert_eq!(envelope.server_time, ServerTime::Reported(2_000));
+        for end in 0..body.len() {
+            assert_eq!(
+                parse_envelope(&body[..end]).server_time,
+                ServerTime::Missing(MissingReason::NotJson),
+                "{}",
+                String::from_utf8_lossy(&body[..end])
+            );
+        }
+    }
+
+    #[test]
+    fn skip_matches_byte_by_byte_reference() {
+        // Random values from bytes that matter to the scan, with runs of
+        // letters long enough to fill whole eight-byte words.
+        const PIECES: [&[u8]; 16] = [
+            b"\"",
+            b"\"",
+            b"\\",
+            b"\\\\",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b" ",
+            b"\n",
+            b"abcdefghijk",
+            b"|Y_y",
+            b"\xA2\xDC\xFB",
+            b"1.5",
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut value = Vec::new();
+        for _ in 0..20_000 {
+            value.clear();
+            let first = [&b"\""[..], b"[", b"{", b"t"][(next() % 4) as usize];
+            value.extend_from_slice(first);
+            for _ in 0..next() % 40 {
+                value.extend_from_slice(PIECES[(next() % 16) as usize]);
+            }
+            assert_eq!(
+                skip(&value),
+                skip_byte_by_byte(&value, 0),
+                "{}",
+                String::from_utf8_lossy(&value)
+            );
+        }
     }
 
     #[test]
