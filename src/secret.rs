@@ -20,6 +20,22 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Replaces the secret in `text`, as it is and as a JSON string would
+    /// escape it, with a placeholder: for server messages that may echo
+    /// the request.
+    pub fn redact_in(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            return text.to_string();
+        }
+        let mut redacted = text.replace(&self.0, "<redacted>");
+        let escaped = serde_json::to_string(&self.0).expect("a string serialises");
+        let escaped = &escaped[1..escaped.len() - 1];
+        if escaped != self.0 {
+            redacted = redacted.replace(escaped, "<redacted>");
+        }
+        redacted
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -44,5 +60,16 @@ mod tests {
         assert!(!format!("{secret:?}").contains("hunter2"));
         assert!(!format!("{secret}").contains("hunter2"));
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn redaction_covers_json_escapes() {
+        let secret = Secret::new(r#"pa"ss\1"#);
+        let echoed = r#"bad login: {"password":"pa\"ss\\1"} or pa"ss\1"#;
+        assert_eq!(
+            secret.redact_in(echoed),
+            r#"bad login: {"password":"<redacted>"} or <redacted>"#
+        );
+        assert_eq!(Secret::new("").redact_in("text"), "text");
     }
 }

@@ -461,6 +461,8 @@ impl VirtualUser {
             .as_ref()
             .and_then(|body| body.get("message"))
             .and_then(|message| message.as_str())
+            // A server may echo the request body, password included.
+            .map(|message| self.credential.password.redact_in(message))
             .map(|message| message.chars().take(200).collect::<String>())
             .unwrap_or_default();
         if !status.is_success() {

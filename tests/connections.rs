@@ -33,6 +33,10 @@ enum Behaviour {
     EmptyGzip(u64, u16),
     /// Frames every list response this way.
     Wire(Wire),
+    /// Rejects every login with a 400 whose message echoes the request body.
+    EchoLogin,
+    /// Sends a header of this many bytes, the whole response in one write.
+    LargeHead(usize),
 }
 
 /// A way to frame a response on the wire.
@@ -128,7 +132,13 @@ async fn serve(stream: TcpStream, behaviour: Behaviour, counts: Arc<Counts>) {
             return;
         }
         let is_login = head[0].starts_with("POST /api/auth/login ");
-        let response = if is_login {
+        let response = if is_login && matches!(behaviour, Behaviour::EchoLogin) {
+            let message = serde_json::json!({
+                "success": false,
+                "message": format!("bad credentials: {}", String::from_utf8_lossy(&body)),
+            });
+            plain(400, message.to_string().as_bytes(), None)
+        } else if is_login {
             counts.logins.fetch_add(1, Ordering::Relaxed);
             plain(200, LOGIN_BODY.as_bytes(), None)
         } else {
@@ -167,6 +177,15 @@ fn list_response(behaviour: Behaviour, number: u64, counts: &Counts) -> Vec<u8> 
         }
         Behaviour::EmptyGzip(..) => plain(200, LIST_BODY.as_bytes(), None),
         Behaviour::Wire(wire) => framed(wire, LIST_BODY.as_bytes()),
+        Behaviour::EchoLogin => plain(200, LIST_BODY.as_bytes(), None),
+        Behaviour::LargeHead(size) => {
+            let response = plain(200, LIST_BODY.as_bytes(), None);
+            let filler = format!("x-filler: {}\r\n", "a".repeat(size));
+            let mut padded = b"HTTP/1.1 200 X\r\n".to_vec();
+            padded.extend_from_slice(filler.as_bytes());
+            padded.extend_from_slice(&response[b"HTTP/1.1 200 X\r\n".len()..]);
+            padded
+        }
     }
 }
 
@@ -420,4 +439,44 @@ async fn every_response_framing_is_read_whole() {
             assert!(connections <= 4, "{wire:?}: {connections} for {received}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_password_is_redacted() {
+    let server = start(Behaviour::EchoLogin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = ScenarioBuilder::new()
+        .requests(vec![request("list", "GET", "/api/items", 1)])
+        .load(closed(1, 0.5))
+        .plan_in(dir.path());
+    let password = plan.login.credentials[0].password.expose().to_string();
+    let options = parallax::engine::RunOptions {
+        target_override: Some(server.base_url.clone()),
+        ..Default::default()
+    };
+    let Err(error) = parallax::engine::run(plan, options).await else {
+        panic!("the first login should fail");
+    };
+    let error = error.to_string();
+
+    assert!(error.contains("bad credentials"), "{error}");
+    assert!(error.contains("<redacted>"), "{error}");
+    assert!(!error.contains(&password), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_over_64_kib_fails() {
+    let server = start(Behaviour::LargeHead(70 * 1024)).await;
+    let summary = run(&server, "").await;
+
+    let list = endpoint(&summary, "list");
+    assert!(list.requests_sent >= 10, "{list:?}");
+    assert_eq!(list.transport_errors, list.requests_sent);
+    assert!(
+        summary.errors[0]
+            .message
+            .contains("the response headers are larger than 64 KiB"),
+        "{:?}",
+        summary.errors
+    );
 }

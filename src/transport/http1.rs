@@ -12,7 +12,7 @@
 //! chunked` wins over `Content-Length`, and a response with neither ends
 //! when the server closes the connection. A connection carries another
 //! request only when the server did not ask to close it and the response
-//! ended exactly where its framing said.
+//! ended exactly where its framing specified.
 
 use std::pin::Pin;
 use std::task::Poll;
@@ -229,6 +229,7 @@ impl Http1 {
             let parsed = parse_head(&self.input, &mut self.spans, method)
                 .map_err(|detail| failed(detail, false))?;
             match parsed {
+                Some(head) if head.length > MAX_HEAD_BYTES => return Err(head_too_large()),
                 Some(head) if head.status.is_informational() => {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(failed(
@@ -240,15 +241,7 @@ impl Http1 {
                     self.input.advance(head.length);
                 }
                 Some(head) => break head,
-                None if self.input.len() > MAX_HEAD_BYTES => {
-                    return Err(failed(
-                        format!(
-                            "the response headers are larger than {} KiB",
-                            MAX_HEAD_BYTES / 1024
-                        ),
-                        false,
-                    ));
-                }
+                None if self.input.len() > MAX_HEAD_BYTES => return Err(head_too_large()),
                 None => {
                     let nothing_yet = self.input.is_empty();
                     match self.fill().await {
@@ -341,17 +334,23 @@ impl Http1 {
                 Ok(size) if body.len() + size <= limit => size,
                 _ => return Err(too_large(limit)),
             };
-            while self.input.len() < size + 2 {
+            // The data, then its line ending: CRLF, or a bare LF as after
+            // a chunk-size line.
+            while self.input.len() < size + 2 && self.input.get(size) != Some(&b'\n') {
                 self.need_more("a chunked body").await?;
             }
-            if &self.input[size..size + 2] != b"\r\n" {
-                return Err(failed(
-                    "a chunk of the chunked body does not end with CRLF".into(),
-                    false,
-                ));
-            }
+            let ending = match &self.input[size..] {
+                [b'\n', ..] => 1,
+                [b'\r', b'\n', ..] => 2,
+                _ => {
+                    return Err(failed(
+                        "a chunk of the chunked body does not end with a line break".into(),
+                        false,
+                    ))
+                }
+            };
             body.extend_from_slice(&self.input[..size]);
-            self.input.advance(size + 2);
+            self.input.advance(size + ending);
         }
         // Trailer fields, up to an empty line; they are not kept.
         let mut trailers = 0;
@@ -379,19 +378,20 @@ impl Http1 {
     /// bare LF.
     async fn line(&mut self, max: usize, part: &str) -> Result<(usize, usize), Failure> {
         loop {
-            if let Some(end) = self.input.iter().position(|&byte| byte == b'\n') {
+            let end = self.input.iter().position(|&byte| byte == b'\n');
+            if end.unwrap_or(self.input.len()) > max {
+                return Err(failed(
+                    format!("a {part} of the chunked body is longer than {max} bytes"),
+                    false,
+                ));
+            }
+            if let Some(end) = end {
                 let content = if end > 0 && self.input[end - 1] == b'\r' {
                     end - 1
                 } else {
                     end
                 };
                 return Ok((content, end + 1));
-            }
-            if self.input.len() > max {
-                return Err(failed(
-                    format!("a {part} of the chunked body is longer than {max} bytes"),
-                    false,
-                ));
             }
             self.need_more("a chunked body").await?;
         }
@@ -438,14 +438,20 @@ fn parse_head(
         input,
         &mut storage,
     );
-    let length = match parsed {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(format!("the response has more than {MAX_HEADERS} headers"))
-        }
-        Err(error) => return Err(format!("the response is not valid HTTP/1.1 ({error})")),
-    };
+    let length =
+        match parsed {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(format!("the response has more than {MAX_HEADERS} headers"))
+            }
+            Err(_) if speaks_http2(input) => return Err(
+                "the server answered in HTTP/2 on an HTTP/1.1 connection; parallax speaks HTTP/2 \
+                 only over TLS, when the server picks it in the handshake"
+                    .into(),
+            ),
+            Err(error) => return Err(format!("the response is not valid HTTP/1.1 ({error})")),
+        };
     let code = response.code.unwrap_or_default();
     let status = StatusCode::from_u16(code)
         .map_err(|_| format!("the response has the invalid status {code}"))?;
@@ -468,10 +474,21 @@ fn parse_head(
             length_header = Some(value);
         } else if name == http::header::TRANSFER_ENCODING {
             transfer_coded = true;
-            // Only a final `chunked` frames the body; the last header counts.
-            chunked = tokens(header.value)
-                .last()
-                .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
+            // parallax sends no `TE` header, so a server may apply only
+            // `chunked`, once.
+            for coding in tokens(header.value) {
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    let coding = String::from_utf8_lossy(&coding[..coding.len().min(40)]);
+                    return Err(format!(
+                        "the response uses the transfer coding {coding:?}, which parallax does not \
+                         decode; only chunked is allowed, because no TE header is sent"
+                    ));
+                }
+                if chunked {
+                    return Err("the response applies the chunked transfer coding twice".into());
+                }
+                chunked = true;
+            }
         } else if name == http::header::CONNECTION {
             for token in tokens(header.value) {
                 close |= token.eq_ignore_ascii_case(b"close");
@@ -487,12 +504,10 @@ fn parse_head(
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::None
+    } else if chunked {
+        Framing::Chunked
     } else if transfer_coded {
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        }
+        return Err("the response has an empty Transfer-Encoding header".into());
     } else {
         match length_header {
             Some(length) => Framing::Length(length),
@@ -513,6 +528,14 @@ fn parse_head(
         framing,
         keep_alive,
     }))
+}
+
+/// Tells whether `input` starts like HTTP/2: its connection preface, or a
+/// SETTINGS frame, which an HTTP/2 server sends first.
+fn speaks_http2(input: &[u8]) -> bool {
+    input.starts_with(b"PRI * HTTP/2")
+        || input.starts_with(b"HTTP/2")
+        || matches!(input, [0, _, _, 4, ..])
 }
 
 /// Reads a `Content-Length` value: digits, or a list of equal ones.
@@ -549,7 +572,7 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
@@ -560,6 +583,16 @@ fn failed(detail: String, before_response: bool) -> Failure {
         detail,
         before_response,
     }
+}
+
+fn head_too_large() -> Failure {
+    failed(
+        format!(
+            "the response headers are larger than {} KiB",
+            MAX_HEAD_BYTES / 1024
+        ),
+        false,
+    )
 }
 
 fn too_large(limit: usize) -> Failure {
@@ -605,13 +638,23 @@ mod tests {
             (Framing::Length(12), true)
         );
         assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"),
             (Framing::Chunked, true)
         );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
-            (Framing::Close, true)
-        );
+        let error = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            Method::GET,
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("transfer coding \"gzip\""), "{error}");
+        let error = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("twice"), "{error}");
         assert_eq!(
             framing("HTTP/1.1 200 OK\r\n\r\n"),
             (Framing::Close, true),
@@ -669,6 +712,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.contains("not valid HTTP/1.1"), "{error}");
+        let error = head("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Method::GET)
+            .err()
+            .unwrap();
+        assert!(error.contains("answered in HTTP/2"), "{error}");
     }
 
     #[test]
@@ -678,6 +725,8 @@ mod tests {
         assert_eq!(chunk_size(b"0"), Some(0));
         assert_eq!(chunk_size(b""), None);
         assert_eq!(chunk_size(b"zz"), None);
+        assert_eq!(chunk_size(b"+2a"), None);
+        assert_eq!(chunk_size(b"2a ;x"), Some(42));
         assert_eq!(chunk_size(b"1000000000000000"), None);
     }
 

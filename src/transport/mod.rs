@@ -616,7 +616,12 @@ fn decode(response: RawResponse, limit: usize) -> Result<Response, Error> {
     }
     let mut decoder: Box<dyn Read + '_> = match coding.as_deref() {
         Some("gzip" | "x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
-        Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        // Some servers send raw deflate data without the zlib wrapper that
+        // RFC 9110 asks for; browsers and curl accept both.
+        Some("deflate") if has_zlib_header(&body) => {
+            Box::new(flate2::read::ZlibDecoder::new(&body[..]))
+        }
+        Some("deflate") => Box::new(flate2::read::DeflateDecoder::new(&body[..])),
         Some("br") => Box::new(brotli_decompressor::Decompressor::new(&body[..], 4096)),
         _ => return Ok(as_sent(headers, body)),
     };
@@ -636,6 +641,17 @@ fn decode(response: RawResponse, limit: usize) -> Result<Response, Error> {
         )));
     }
     Ok(as_sent(headers, Bytes::from(decoded)))
+}
+
+/// Tells whether `body` starts with a zlib header (RFC 1950): the deflate
+/// method, and a check value that makes the first two bytes a multiple of 31.
+fn has_zlib_header(body: &[u8]) -> bool {
+    match body {
+        [method, flags, ..] => {
+            method & 0x0F == 8 && (u16::from(*method) << 8 | u16::from(*flags)) % 31 == 0
+        }
+        _ => false,
+    }
 }
 
 /// Tells whether the connection closed or was reset before a response
@@ -898,9 +914,12 @@ mod tests {
         gzip.write_all(text).unwrap();
         let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         zlib.write_all(text).unwrap();
+        let mut bare = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        bare.write_all(text).unwrap();
         for (coding, body) in [
             ("gzip", gzip.finish().unwrap()),
             ("deflate", zlib.finish().unwrap()),
+            ("deflate", bare.finish().unwrap()),
         ] {
             let response = decode(raw(coding, body), 1 << 20).unwrap();
             assert_eq!(&response.body[..], &text[..], "{coding}");
