@@ -31,7 +31,7 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The maximum length of a chunk-size line, extensions included.
 const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
 /// Free room the read buffer gets before each read.
-const READ_ROOM: usize = 16 * 1024;
+const READ_ROOM: usize = 8 * 1024;
 
 /// The parts of a request that go on the wire.
 pub(super) struct Outgoing<'a> {
