@@ -27,7 +27,9 @@ use tokio_util::task::TaskTracker;
 use crate::clock;
 use crate::journal::Journal;
 use crate::load::{ClosedModel, LoadModel, OpenModel, Phase};
-use crate::metrics::{LoginReason, NotSentReason, Percentiles, Recorder, Sample, StatsSet};
+use crate::metrics::{
+    EndpointStats, LoginReason, NotSentReason, Percentiles, Recorder, Sample, StatsSet,
+};
 use crate::progress::Progress;
 pub use crate::progress::ProgressMode;
 use crate::scenario::{Plan, TargetPlan};
@@ -947,6 +949,9 @@ async fn collect(
     } = collector;
     let mut totals = StatsSet::new(endpoint_count);
     let mut interval = StatsSet::new(endpoint_count);
+    // Reused every interval, so that its histograms are not allocated
+    // again each second.
+    let mut interval_all = EndpointStats::default();
     let mut snapshots = Vec::new();
     let mut display = Progress::new(progress, load.duration());
     let mut ticker = tokio::time::interval_at((start + INTERVAL).into(), INTERVAL);
@@ -958,6 +963,7 @@ async fn collect(
         };
         let now = Instant::now();
         recorder.drain_into(&mut interval);
+        interval.combine_requests_into(&mut interval_all);
         // The last interval is usually shorter than the others; its real length is kept.
         let middle = interval_start + (now - interval_start) / 2;
         let phase = match load_start.get() {
@@ -969,7 +975,7 @@ async fn collect(
             end_s: (now - start).as_secs_f64(),
             phase,
             endpoints: interval.endpoints.iter().map(IntervalRow::of).collect(),
-            all: IntervalRow::of(&interval.combined_requests()),
+            all: IntervalRow::of(&interval_all),
             clock: interval.clock_best,
         };
         let kept =

@@ -673,8 +673,25 @@ impl StatsSet {
     /// are left out: they are counted and timed on their own endpoint.
     pub fn combined_requests(&self) -> EndpointStats {
         let mut all = EndpointStats::default();
+        self.combine_requests_into(&mut all);
+        all
+    }
+
+    /// Merges every request endpoint into `into`, emptied first. Its
+    /// histograms keep their allocations, so a caller that repeats this
+    /// every interval does not allocate them again.
+    pub fn combine_requests_into(&self, into: &mut EndpointStats) {
+        into.reset();
         for endpoint in self.endpoints.iter().skip(LOGIN_ENDPOINT + 1) {
-            all.merge(endpoint);
+            into.merge(endpoint);
+        }
+    }
+
+    /// The outcome counts of every request endpoint, logins left out.
+    pub fn combined_outcomes(&self) -> OutcomeCounts {
+        let mut all = OutcomeCounts::default();
+        for endpoint in self.endpoints.iter().skip(LOGIN_ENDPOINT + 1) {
+            all.merge(&endpoint.outcomes);
         }
         all
     }

@@ -68,9 +68,9 @@ impl Progress {
             .client
             .p99_ms
             .map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
-        let all = totals.combined_requests();
-        let errors = all.outcomes.errors();
-        let sent = all.outcomes.sent().max(1);
+        let all = totals.combined_outcomes();
+        let errors = all.errors();
+        let sent = all.sent().max(1);
         let message = format!(
             "{}  {rate:.0} req/s  p99 {p99}  errors {errors} ({:.1}%)  logins {}",
             snapshot.phase.name(),
