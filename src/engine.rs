@@ -47,7 +47,11 @@ pub const LAG_WARNING: Duration = Duration::from_millis(10);
 const RATE_WARNING_SHARE: f64 = 0.99;
 /// How many users log in at the same time before an open-model run starts.
 const LOGIN_CONCURRENCY: usize = 64;
-const RECORDER_SHARDS: usize = 16;
+/// Recorder shards per runtime worker thread, and at most in all. Each shard
+/// holds a full set of histograms, which widen to the highest latency they
+/// have seen, so more shards than the workers can contend for cost memory.
+const RECORDER_SHARDS_PER_WORKER: usize = 2;
+const RECORDER_SHARDS_MAX: usize = 16;
 
 /// A failure that prevents the run from starting.
 #[derive(Debug, thiserror::Error)]
@@ -322,7 +326,9 @@ async fn run_against(
         eprintln!("warning: {warning}");
     }
     let endpoints = endpoint_list(&plan);
-    let recorder = Arc::new(Recorder::new(endpoints.len(), RECORDER_SHARDS));
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let shards = (workers * RECORDER_SHARDS_PER_WORKER).min(RECORDER_SHARDS_MAX);
+    let recorder = Arc::new(Recorder::new(endpoints.len(), shards));
     let client = build_client(&plan, base_url)?;
     let shared = Shared::new(&plan, base_url, client, Arc::clone(&recorder)).map_err(|detail| {
         SetupError::Unreachable {
