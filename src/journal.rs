@@ -124,6 +124,8 @@ impl Journal {
 
 /// Rebuilds a run's result from the journal in `dir`. A run whose journal
 /// has no end record is marked partial; a last line cut short is skipped.
+/// Each interval is folded into its row and the run totals as it is read,
+/// so memory follows the number of intervals only through their small rows.
 pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
     let path = dir.join(JOURNAL_FILE);
     let file = File::open(&path).with_context(|| {
@@ -134,7 +136,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
     })?;
     let mut start = None;
     let mut load_start = None;
-    let mut intervals = Vec::new();
+    let mut snapshots = Vec::new();
     let mut end = None;
     for (index, line) in BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
@@ -158,7 +160,13 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
                 started_at_utc,
                 ..
             } => {
-                start = Some((scenario_file, scenario_text, base_url, started_at_utc));
+                start = Some(RunStart::parse(
+                    &path,
+                    &scenario_file,
+                    &scenario_text,
+                    base_url,
+                    &started_at_utc,
+                )?);
             }
             Record::Interval {
                 start_s,
@@ -167,11 +175,35 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
                 load_start_s,
                 stats,
             } => {
+                let Some(start) = start.as_mut() else {
+                    anyhow::bail!(
+                        "{} line {}: an interval comes before the start record; the journal's first line is missing or damaged, so its report cannot be rebuilt",
+                        path.display(),
+                        index + 1
+                    );
+                };
                 load_start = load_start.or(load_start_s);
                 let stats = StatsSet::from_record(&stats).map_err(|problem| {
                     anyhow::anyhow!("{} line {}: {problem}", path.display(), index + 1)
                 })?;
-                intervals.push((start_s, end_s, phase, stats));
+                if stats.endpoints.len() != start.endpoints.len() {
+                    anyhow::bail!(
+                        "{} line {}: the interval has {} endpoints but the stored scenario has {}",
+                        path.display(),
+                        index + 1,
+                        stats.endpoints.len(),
+                        start.endpoints.len()
+                    );
+                }
+                snapshots.push(IntervalSnapshot {
+                    start_s,
+                    end_s,
+                    phase,
+                    endpoints: stats.endpoints.iter().map(IntervalRow::of).collect(),
+                    all: IntervalRow::of(&stats.combined_requests()),
+                    clock: stats.clock_best,
+                });
+                start.totals.merge(&stats);
             }
             Record::End {
                 elapsed_s,
@@ -180,41 +212,13 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
             } => end = Some((elapsed_s, load_elapsed_s, partial_reason)),
         }
     }
-    let (scenario_file, scenario_text, base_url, started_at_utc) =
-        start.ok_or_else(|| anyhow::anyhow!("{} has no start record", path.display()))?;
-    let plan =
-        Plan::parse_for_report(&scenario_text, Path::new(&scenario_file)).map_err(|error| {
-            anyhow::anyhow!(
-                "the scenario stored in {} is invalid: {error}",
-                path.display()
-            )
-        })?;
-    let started_at = chrono::DateTime::parse_from_rfc3339(&started_at_utc)
-        .with_context(|| format!("{}: invalid start time {started_at_utc:?}", path.display()))?
-        .with_timezone(&chrono::Utc);
-
-    let endpoints = engine::endpoint_list(&plan);
-    let mut totals = StatsSet::new(endpoints.len());
-    let mut snapshots = Vec::with_capacity(intervals.len());
-    for (start_s, end_s, phase, stats) in &intervals {
-        if stats.endpoints.len() != endpoints.len() {
-            anyhow::bail!(
-                "{}: an interval has {} endpoints, the scenario {}",
-                path.display(),
-                stats.endpoints.len(),
-                endpoints.len()
-            );
-        }
-        snapshots.push(IntervalSnapshot {
-            start_s: *start_s,
-            end_s: *end_s,
-            phase: *phase,
-            endpoints: stats.endpoints.iter().map(IntervalRow::of).collect(),
-            all: IntervalRow::of(&stats.combined_requests()),
-            clock: stats.clock_best,
-        });
-        totals.merge(stats);
-    }
+    let RunStart {
+        plan,
+        base_url,
+        started_at,
+        endpoints,
+        totals,
+    } = start.ok_or_else(|| anyhow::anyhow!("{} has no start record", path.display()))?;
     let last_end_s = snapshots.last().map_or(0.0, |snapshot| snapshot.end_s);
     let (elapsed, load_elapsed, partial_reason) = match end {
         Some((elapsed_s, load_elapsed_s, partial_reason)) => (
@@ -251,4 +255,118 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
         // The journal keeps counts, not messages.
         errors: Vec::new(),
     })
+}
+
+/// The run's setup from the journal's start record, and the totals of the
+/// intervals read so far.
+struct RunStart {
+    plan: Plan,
+    base_url: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+    endpoints: Vec<engine::EndpointInfo>,
+    totals: StatsSet,
+}
+
+impl RunStart {
+    fn parse(
+        path: &Path,
+        scenario_file: &str,
+        scenario_text: &str,
+        base_url: String,
+        started_at_utc: &str,
+    ) -> anyhow::Result<Self> {
+        let plan =
+            Plan::parse_for_report(scenario_text, Path::new(scenario_file)).map_err(|error| {
+                anyhow::anyhow!(
+                    "the scenario stored in {} is invalid: {error}",
+                    path.display()
+                )
+            })?;
+        let started_at = chrono::DateTime::parse_from_rfc3339(started_at_utc)
+            .with_context(|| format!("{}: invalid start time {started_at_utc:?}", path.display()))?
+            .with_timezone(&chrono::Utc);
+        let endpoints = engine::endpoint_list(&plan);
+        let totals = StatsSet::new(endpoints.len());
+        Ok(RunStart {
+            plan,
+            base_url,
+            started_at,
+            endpoints,
+            totals,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{NotSentReason, Sample};
+
+    const SCENARIO: &str = r#"
+name = "journal"
+
+[target]
+base_url = "http://127.0.0.1:1"
+
+[login]
+credentials = { csv = "users.csv" }
+
+[[request]]
+name = "list"
+path = "/api/items"
+
+[load]
+model = "closed"
+users = 2
+duration_s = 2
+"#;
+
+    /// Writes a journal with a start record and one interval per entry of
+    /// `not_sent`, each with that many requests of `list` not sent.
+    fn write_journal(dir: &Path, not_sent: &[u64]) {
+        let plan = Plan::parse_for_report(SCENARIO, Path::new("journal.toml")).unwrap();
+        let mut journal =
+            Journal::create(dir, &plan, "http://127.0.0.1:1", chrono::Utc::now()).unwrap();
+        for (index, count) in not_sent.iter().enumerate() {
+            let mut stats = StatsSet::new(2);
+            for _ in 0..*count {
+                stats.record(&Sample::not_sent(1, NotSentReason::RunStopped));
+            }
+            let start_s = index as f64;
+            journal
+                .interval(start_s, start_s + 1.0, Phase::Steady, Some(0.0), &stats)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn rebuild_folds_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        write_journal(dir.path(), &[3, 5]);
+
+        let result = rebuild(dir.path()).unwrap();
+
+        assert_eq!(result.intervals.len(), 2);
+        assert_eq!(result.intervals[0].endpoints[1].not_sent, 3);
+        assert_eq!(result.intervals[1].endpoints[1].not_sent, 5);
+        assert_eq!(result.intervals[1].all.not_sent, 5);
+        assert_eq!(result.totals.endpoints[1].outcomes.not_sent(), 8);
+        assert_eq!(result.load_elapsed, Duration::from_secs(2));
+        assert!(result.is_partial(), "a journal without an end record");
+    }
+
+    #[test]
+    fn rebuild_rejects_damaged_start() {
+        let dir = tempfile::tempdir().unwrap();
+        write_journal(dir.path(), &[1]);
+        let path = dir.path().join(JOURNAL_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let damaged = text.replacen("{\"kind\":\"start\"", "{\"kind\":\"sta", 1);
+        std::fs::write(&path, damaged).unwrap();
+
+        let error = rebuild(dir.path()).unwrap_err().to_string();
+
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error.contains("before the start record"), "{error}");
+    }
 }
