@@ -1,18 +1,19 @@
-//! The HTTP client that carries the load, on hyper's connection API.
+//! The HTTP client that carries the load: parallax's own HTTP/1.1 exchange
+//! ([`http1`]), and hyper's connection API for HTTP/2.
 //!
 //! Connections are kept alive in a pool that all virtual users share. A
 //! request takes the most recently used idle connection, or opens a new one,
 //! and gives it back when its response is complete. The number of open
 //! connections therefore follows the number of requests in flight, not the
-//! number of users. A connection that fails is dropped. An HTTP/1.1 connection is
-//! driven inside the task of the user sending on it, so a response reaches
-//! the code that measures it without a hop through another task. TLS
-//! connections offer HTTP/2 and HTTP/1.1 by ALPN; plain ones speak HTTP/1.1.
+//! number of users. A connection that fails is dropped. An HTTP/1.1
+//! connection is driven inside the task of the user sending on it, so a
+//! response reaches the code that measures it without a hop through another
+//! task. TLS connections offer HTTP/2 and HTTP/1.1 by ALPN, and plain ones
+//! speak HTTP/1.1.
 //!
-//! reqwest is built on the same hyper, but with its own pool, per-request
-//! URL handling and redirect policy it took about twice the CPU per request
-//! of this client in `benches/client_cost.rs`, which measures both clients on
-//! the same requests.
+//! reqwest, with its own pool, per-request URL handling and redirect policy,
+//! took 2.3 times the CPU per request of this client in
+//! `benches/client_cost.rs`, which measures both clients on the same requests.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -522,16 +523,9 @@ impl Failure {
 
     fn of_body(error: Box<dyn std::error::Error + Send + Sync>, limit: usize) -> Self {
         let detail = if error.is::<http_body_util::LengthLimitError>() {
-            format!("the response body is larger than {limit} bytes (response.max_body_mib)")
+            body_too_large(limit)
         } else {
-            let mut text = error.to_string();
-            let mut source = error.source();
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
+            describe(error.as_ref())
         };
         Failure::Failed {
             detail,
@@ -617,7 +611,7 @@ fn decode(response: RawResponse, limit: usize) -> Result<Response, Error> {
     let mut decoder: Box<dyn Read + '_> = match coding.as_deref() {
         Some("gzip" | "x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
         // Some servers send raw deflate data without the zlib wrapper that
-        // RFC 9110 asks for; browsers and curl accept both.
+        // RFC 9110 requires, and browsers and curl accept both.
         Some("deflate") if has_zlib_header(&body) => {
             Box::new(flate2::read::ZlibDecoder::new(&body[..]))
         }
@@ -664,22 +658,32 @@ fn closed_before_response(error: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-            );
+            return is_reset(io);
         }
         source = cause.source();
     }
     false
 }
 
-/// Describes a hyper error with its causes, on one line.
-fn describe(error: &hyper::Error) -> String {
+/// Tells whether `error` is the peer closing or resetting the connection.
+fn is_reset(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Describes the failure of a response body over `limit` bytes.
+fn body_too_large(limit: usize) -> String {
+    format!("the response body is larger than {limit} bytes (response.max_body_mib)")
+}
+
+/// Describes an error with its causes, on one line.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
