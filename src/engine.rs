@@ -47,9 +47,10 @@ pub const LAG_WARNING: Duration = Duration::from_millis(10);
 const RATE_WARNING_SHARE: f64 = 0.99;
 /// How many users log in at the same time before an open-model run starts.
 const LOGIN_CONCURRENCY: usize = 64;
-/// Recorder shards per runtime worker thread, and at most in all. Each shard
-/// holds a full set of histograms, which widen to the highest latency they
-/// have seen, so more shards than the workers can contend for cost memory.
+/// Recorder shards per runtime worker thread, and the maximum in all. Each
+/// shard contains a full set of histograms, which widen to the highest
+/// latency they have seen, so shards beyond what the workers contend for
+/// only cost memory.
 const RECORDER_SHARDS_PER_WORKER: usize = 2;
 const RECORDER_SHARDS_MAX: usize = 16;
 
@@ -188,6 +189,28 @@ pub struct IntervalSnapshot {
     pub all: IntervalRow,
     /// The tightest server clock estimate of the interval.
     pub clock: Option<crate::metrics::ClockSample>,
+}
+
+impl IntervalSnapshot {
+    /// Builds the rows of one interval from its stats. `all` receives the
+    /// request endpoints combined, and keeps its histograms for the next call.
+    pub fn new(
+        start_s: f64,
+        end_s: f64,
+        phase: Phase,
+        stats: &StatsSet,
+        all: &mut EndpointStats,
+    ) -> Self {
+        stats.combine_requests_into(all);
+        IntervalSnapshot {
+            start_s,
+            end_s,
+            phase,
+            endpoints: stats.endpoints.iter().map(IntervalRow::of).collect(),
+            all: IntervalRow::of(all),
+            clock: stats.clock_best,
+        }
+    }
 }
 
 /// How well the load generator kept to the plan, so that a slow generator is
@@ -969,21 +992,19 @@ async fn collect(
         };
         let now = Instant::now();
         recorder.drain_into(&mut interval);
-        interval.combine_requests_into(&mut interval_all);
         // The last interval is usually shorter than the others; its real length is kept.
         let middle = interval_start + (now - interval_start) / 2;
         let phase = match load_start.get() {
             Some(load_start) if middle >= *load_start => load.phase_at(middle - *load_start),
             _ => Phase::LoggingIn,
         };
-        let snapshot = IntervalSnapshot {
-            start_s: (interval_start - start).as_secs_f64(),
-            end_s: (now - start).as_secs_f64(),
+        let snapshot = IntervalSnapshot::new(
+            (interval_start - start).as_secs_f64(),
+            (now - start).as_secs_f64(),
             phase,
-            endpoints: interval.endpoints.iter().map(IntervalRow::of).collect(),
-            all: IntervalRow::of(&interval_all),
-            clock: interval.clock_best,
-        };
+            &interval,
+            &mut interval_all,
+        );
         let kept =
             snapshot.end_s > snapshot.start_s || snapshot.all.requests + snapshot.all.not_sent > 0;
         let load_start_s = load_start

@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{self, IntervalRow, IntervalSnapshot, RunResult};
+use crate::engine::{self, IntervalSnapshot, RunResult};
 use crate::load::Phase;
-use crate::metrics::{StatsRecord, StatsSet};
+use crate::metrics::{EndpointStats, StatsRecord, StatsSet};
 use crate::scenario::Plan;
 
 /// File name of the journal inside a report folder.
@@ -137,6 +137,7 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
     let mut start = None;
     let mut load_start = None;
     let mut snapshots = Vec::new();
+    let mut all = EndpointStats::default();
     let mut end = None;
     for (index, line) in BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
@@ -195,14 +196,9 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<RunResult> {
                         start.endpoints.len()
                     );
                 }
-                snapshots.push(IntervalSnapshot {
-                    start_s,
-                    end_s,
-                    phase,
-                    endpoints: stats.endpoints.iter().map(IntervalRow::of).collect(),
-                    all: IntervalRow::of(&stats.combined_requests()),
-                    clock: stats.clock_best,
-                });
+                snapshots.push(IntervalSnapshot::new(
+                    start_s, end_s, phase, &stats, &mut all,
+                ));
                 start.totals.merge(&stats);
             }
             Record::End {
@@ -301,30 +297,12 @@ impl RunStart {
 mod tests {
     use super::*;
     use crate::metrics::{NotSentReason, Sample};
-
-    const SCENARIO: &str = r#"
-name = "journal"
-
-[target]
-base_url = "http://127.0.0.1:1"
-
-[login]
-credentials = { csv = "users.csv" }
-
-[[request]]
-name = "list"
-path = "/api/items"
-
-[load]
-model = "closed"
-users = 2
-duration_s = 2
-"#;
+    use crate::scenario::tests::MINIMAL;
 
     /// Writes a journal with a start record and one interval per entry of
     /// `not_sent`, each with that many requests of `list` not sent.
     fn write_journal(dir: &Path, not_sent: &[u64]) {
-        let plan = Plan::parse_for_report(SCENARIO, Path::new("journal.toml")).unwrap();
+        let plan = Plan::parse_for_report(MINIMAL, Path::new("journal.toml")).unwrap();
         let mut journal =
             Journal::create(dir, &plan, "http://127.0.0.1:1", chrono::Utc::now()).unwrap();
         for (index, count) in not_sent.iter().enumerate() {

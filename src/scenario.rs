@@ -1512,10 +1512,11 @@ pub fn read_credentials_csv(path: &Path) -> Result<Vec<Credential>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// A valid scenario with only the required keys, for tests here and elsewhere.
+    pub(crate) const MINIMAL: &str = r#"
 [target]
 base_url = "embedded"
 
