@@ -53,7 +53,6 @@ impl Waiter {
         max_yield: Duration,
         stopped: impl Fn() -> bool,
     ) -> bool {
-        let window = self.yield_window.min(max_yield);
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -62,15 +61,23 @@ impl Waiter {
             if stopped() {
                 return false;
             }
-            let left = deadline - now;
-            if left > window {
-                let nap = (left - window).min(MAX_SLEEP);
-                std::thread::sleep(nap);
-                self.learn(now.elapsed().saturating_sub(nap));
-            } else {
-                std::thread::yield_now();
+            match self.nap(deadline - now, max_yield) {
+                Some(nap) => {
+                    std::thread::sleep(nap);
+                    self.learn(now.elapsed().saturating_sub(nap));
+                }
+                None => std::thread::yield_now(),
             }
         }
+    }
+
+    /// Returns how long to sleep when `left` remains before the deadline,
+    /// or `None` once the rest is the yield window, which is capped by
+    /// `max_yield`. The window is read anew each time, because every late
+    /// wake-up widens it.
+    fn nap(&self, left: Duration, max_yield: Duration) -> Option<Duration> {
+        let window = self.yield_window.min(max_yield);
+        (left > window).then(|| (left - window).min(MAX_SLEEP))
     }
 
     /// Widens the window at once to twice a late wake-up (plus 5 µs), and
@@ -110,6 +117,20 @@ mod tests {
         let started = Instant::now();
         assert!(!Waiter::default().wait_until(deadline, Duration::MAX, || true));
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn nap_leaves_the_capped_window() {
+        let waiter = Waiter::default();
+        let micros = Duration::from_micros;
+        assert_eq!(waiter.nap(micros(50), Duration::MAX), None);
+        assert_eq!(waiter.nap(micros(50), micros(20)), Some(micros(30)));
+        assert_eq!(waiter.nap(micros(500), Duration::MAX), Some(micros(440)));
+        assert_eq!(waiter.nap(micros(20), micros(20)), None);
+        assert_eq!(
+            waiter.nap(Duration::from_secs(10), Duration::ZERO),
+            Some(MAX_SLEEP)
+        );
     }
 
     #[test]
