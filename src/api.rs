@@ -351,7 +351,7 @@ fn days_since_epoch(year: i64, month: u32, day: u32) -> i64 {
 /// and the member the server-time pointer names.
 #[derive(Default)]
 struct ApiCost<'a> {
-    /// `apiCost` is `null`, so a pointer into it finds a null.
+    /// True when `apiCost` is `null`. A pointer into it then finds a null.
     is_null: bool,
     start: Option<&'a RawValue>,
     finish: Option<&'a RawValue>,
@@ -654,9 +654,9 @@ impl<'a> Scanner<'a> {
     }
 
     /// Steps past the rest of an object or array whose opening bracket was
-    /// taken. Only quotes and brackets change the depth, so each string is
-    /// stepped over as a whole. A closing bracket of either kind closes an
-    /// opening one of either kind.
+    /// taken. Only brackets change the depth, and each string is stepped
+    /// over whole, so brackets inside it do not count. A closing bracket of
+    /// either kind closes an opening one of either kind.
     fn skip_nested_rest(&mut self) -> Result<(), ()> {
         let body = self.body;
         let mut at = self.at;

@@ -687,7 +687,7 @@ impl StatsSet {
         }
     }
 
-    /// The outcome counts of every request endpoint, logins left out.
+    /// Sums the outcome counts of every request endpoint, logins left out.
     pub fn combined_outcomes(&self) -> OutcomeCounts {
         let mut all = OutcomeCounts::default();
         for endpoint in self.endpoints.iter().skip(LOGIN_ENDPOINT + 1) {
@@ -900,8 +900,9 @@ pub const MAX_ERROR_KINDS: usize = 20;
 /// Requests that got no response (timeouts, connection and transport
 /// errors) by endpoint, class and message, so that the reports show why
 /// they failed and not only how often. It also counts the requests sent a
-/// second time because a kept-alive connection closed under them. Messages come from
-/// the HTTP client and name causes, never request or response content.
+/// second time because a kept-alive connection closed under them. Messages
+/// come from the HTTP client and name causes, never request or response
+/// content.
 #[derive(Debug, Default)]
 pub struct ErrorLog {
     kinds: Mutex<Vec<ErrorKind>>,

@@ -24,6 +24,8 @@ impl Secret {
     /// Replaces the secret in `text`, as it is and as a JSON string would
     /// escape it, with a placeholder: for server messages that may echo
     /// the request.
+    // NOTE: other spellings of an echoed secret, such as `\u` escapes that
+    // serde_json would not write or percent-encoding, are not replaced.
     pub fn redact_in(&self, text: &str) -> String {
         if self.0.is_empty() {
             return text.to_string();

@@ -457,18 +457,20 @@ impl VirtualUser {
         bytes: &[u8],
     ) -> Result<(), LoginFailure> {
         let body: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
-        let message = body
-            .as_ref()
-            .and_then(|body| body.get("message"))
-            .and_then(|message| message.as_str())
-            // A server may echo the request body, password included.
-            .map(|message| self.credential.password.redact_in(message))
-            .map(|message| message.chars().take(200).collect::<String>())
-            .unwrap_or_default();
+        // Built only for a failure. A server may echo the request body,
+        // password included, so the message is redacted.
+        let message = || {
+            body.as_ref()
+                .and_then(|body| body.get("message"))
+                .and_then(|message| message.as_str())
+                .map(|message| self.credential.password.redact_in(message))
+                .map(|message| message.chars().take(200).collect::<String>())
+                .unwrap_or_default()
+        };
         if !status.is_success() {
             return Err(LoginFailure {
                 outcome: Outcome::HttpError(status.as_u16()),
-                detail: format!("HTTP {status}: {message}"),
+                detail: format!("HTTP {status}: {}", message()),
             });
         }
         if body.as_ref().and_then(|body| body.get("success"))
@@ -476,7 +478,7 @@ impl VirtualUser {
         {
             return Err(LoginFailure {
                 outcome: Outcome::AppError,
-                detail: format!("success: false: {message}"),
+                detail: format!("success: false: {}", message()),
             });
         }
         let pointer = &self.shared.login.token_pointer;

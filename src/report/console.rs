@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::metrics::Percentiles;
+use crate::metrics::{ErrorClass, Percentiles};
 
 use super::{EndpointSummary, Summary};
 
@@ -159,7 +159,7 @@ pub fn format_summary(summary: &Summary, report_dir: Option<&Path>) -> String {
     let (retried, failed): (Vec<_>, Vec<_>) = summary
         .errors
         .iter()
-        .partition(|error| error.outcome == "retried");
+        .partition(|error| error.outcome == ErrorClass::Retried.name());
     for error in failed.iter().take(5) {
         let _ = writeln!(
             out,
